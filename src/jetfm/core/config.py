@@ -69,7 +69,8 @@ def _coerce(value: Any, tp: Any, where: str, file: str | None) -> Any:
                     f"a list of {len(args)} items", file=file, field=where, found=repr(value)
                 )
             items = [
-                _coerce(v, a, f"{where}[{i}]", file) for i, (v, a) in enumerate(zip(value, args))
+                _coerce(v, a, f"{where}[{i}]", file)
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
             ]
         else:
             item_tp = args[0] if args else Any
