@@ -53,7 +53,7 @@ def test_hash_changes_with_content(tmp_path):
 def test_bad_inputs_are_named(tmp_path):
     b = make_toy_jets(10, seed=3)
     b.particles["pt"][5] = np.nan
-    with pytest.raises(InputError, match="field 'pt'.*NaN"):
+    with pytest.raises(InputError, match=r"field 'pt'.*NaN"):
         write_shard(tmp_path, "x", b, split="train")
     assert not (tmp_path / "shards" / "x.h5").exists()
     assert not list((tmp_path / "shards").glob(".*"))  # no temporary left behind
@@ -63,7 +63,7 @@ def test_bad_inputs_are_named(tmp_path):
     empty.offsets[2] = empty.offsets[1]  # make jet 1 empty
     with pytest.raises(InputError):
         write_shard(tmp_path, "y", empty, split="train")
-    with pytest.raises(InputError, match="manifest.json"):
+    with pytest.raises(InputError, match=r"manifest\.json"):
         Store(tmp_path / "nowhere")
 
 
@@ -79,7 +79,7 @@ def test_corrupt_shard_named(tmp_path):
     write_shard(tmp_path, "train-0", make_toy_jets(10), split="train")
     p = tmp_path / "shards/train-0.h5"
     p.write_bytes(p.read_bytes()[:200])
-    with pytest.raises(InputError, match="train-0.h5"):
+    with pytest.raises(InputError, match=r"train-0\.h5"):
         read_shard(p)
 
 
