@@ -40,7 +40,7 @@ from jetfm.data.features import (
     required_particle_fields,
 )
 from jetfm.data.schema import JetBatch
-from jetfm.data.store import Store, read_open_shard
+from jetfm.data.store import ShardReader, Store
 
 
 @dataclass
@@ -192,7 +192,7 @@ class JetStream(IterableDataset):
         plan = self._plan_for(self.rank, owner, n_workers)
         cap = self.batches_per_worker(n_workers)
         skip = (self.start_batch + worker) // n_workers
-        files: dict[int, h5py.File] = {}
+        files: dict[int, ShardReader] = {}
         try:
             produced = 0
             for blocks, batches in plan.groups:
@@ -213,18 +213,14 @@ class JetStream(IterableDataset):
             for f in files.values():
                 f.close()
 
-    def _read_group(self, blocks: list[_Block], files: dict[int, h5py.File]) -> JetBatch:
+    def _read_group(self, blocks: list[_Block], files: dict[int, ShardReader]) -> JetBatch:
         parts = []
         for b in blocks:
             if b.shard not in files:
-                files[b.shard] = h5py.File(self.paths[b.shard], "r")
+                files[b.shard] = ShardReader.open(self.paths[b.shard])
             parts.append(
-                read_open_shard(
-                    files[b.shard],
-                    b.start,
-                    b.stop,
-                    particle_fields=self.pfields,
-                    jet_fields=[*JET_KEYS, "label"],
+                files[b.shard].read(
+                    b.start, b.stop, particle_fields=self.pfields, jet_fields=[*JET_KEYS, "label"]
                 )
             )
         return JetBatch.concatenate(parts) if len(parts) > 1 else parts[0]
@@ -232,7 +228,7 @@ class JetStream(IterableDataset):
     def _features(self, data: JetBatch) -> tuple[np.ndarray, np.ndarray]:
         x = compute_features(data, self.pre.feature_names)  # (P, F) flat
         x = self.pre.transform(x).astype(np.float32, copy=False)
-        return x, data.offsets
+        return with_pad_row(x), data.offsets
 
     def _pad(
         self, x: np.ndarray, offsets: np.ndarray, data: JetBatch, idx: np.ndarray
@@ -248,20 +244,27 @@ class JetStream(IterableDataset):
         return pad_batch(x, offsets, data, idx, n_max)
 
 
+def with_pad_row(x: np.ndarray) -> np.ndarray:
+    """(P, F) -> (P + 1, F) with a final zero row (the padding value)."""
+    return np.concatenate([x, np.zeros((1, x.shape[1]), dtype=x.dtype)])
+
+
 def pad_batch(
     x: np.ndarray, offsets: np.ndarray, data: JetBatch, idx: np.ndarray, max_particles: int
 ) -> dict[str, torch.Tensor]:
-    """Gather jets ``idx`` of flat features ``x`` (P, F) into a padded batch dict.
+    """Gather jets ``idx`` of flat features ``x`` (P + 1, F) into a padded batch dict.
+
+    ``x`` holds the particles' features followed by one row of zeros used for padding (see
+    :func:`with_pad_row`), so padding is a single ``np.take``.
 
     Jets longer than ``max_particles`` keep their first (highest-pT) particles.
     """
     counts = np.minimum(offsets[idx + 1] - offsets[idx], max_particles)
     n = int(counts.max(initial=1))
-    b = len(idx)
     mask = np.arange(n)[None, :] < counts[:, None]  # (B, N)
-    src = offsets[idx][:, None] + np.arange(n)[None, :]  # (B, N) flat particle index
-    out = np.zeros((b, n, x.shape[1]), dtype=np.float32)  # (B, N, F)
-    out[mask] = x[src[mask]]
+    # one gather; padded slots point at the zero row that x carries at its end
+    src = np.where(mask, offsets[idx][:, None] + np.arange(n)[None, :], len(x) - 1)  # (B, N)
+    out = np.take(x, src, axis=0)  # (B, N, F)
     jet = np.stack([data.jets[k][idx] for k in JET_KEYS], axis=-1).astype(np.float32)  # (B, 5)
     return {
         "x": torch.from_numpy(out),
@@ -322,7 +325,7 @@ def load_padded(
             " keeping the highest-pT ones",
             stacklevel=2,
         )
-    return pad_batch(x, data.offsets, data, np.arange(data.n_jets), max_particles)
+    return pad_batch(with_pad_row(x), data.offsets, data, np.arange(data.n_jets), max_particles)
 
 
 def default_store_path() -> Path:

@@ -310,20 +310,57 @@ def read_open_shard(
     particle_fields: list[str] | None = None,
     jet_fields: list[str] | None = None,
 ) -> JetBatch:
-    """Like :func:`read_shard` on an already open file (the loader keeps files open)."""
-    n = int(f.attrs["n_jets"])
-    stop = n if stop is None else min(stop, n)
-    offsets = f["offsets"][start : stop + 1].astype(np.int64)
-    p0, p1 = int(offsets[0]), int(offsets[-1])
-    pf = particle_fields if particle_fields is not None else list(f["particles"].keys())
-    jf = jet_fields if jet_fields is not None else list(f["jets"].keys())
-    for k in pf:
-        if k not in f["particles"]:
-            raise InputError(
-                "a particle field of this store", file=f.filename, field=k, found="missing"
-            )
-    return JetBatch(
-        offsets=offsets - p0,
-        particles={k: f["particles"][k][p0:p1] for k in pf},
-        jets={k: f["jets"][k][start:stop] for k in jf},
-    )
+    """Like :func:`read_shard` on an already open file."""
+    return ShardReader(f).read(start, stop, particle_fields=particle_fields, jet_fields=jet_fields)
+
+
+class ShardReader:
+    """An open shard with its dataset handles cached.
+
+    Resolving ``f["particles/pt"]`` costs more than reading a few thousand floats, so the loader keeps
+    one reader per shard and reads contiguous slices from cached handles.
+    """
+
+    def __init__(self, f: h5py.File) -> None:
+        self.file = f
+        self.n_jets = int(f.attrs["n_jets"])
+        self.offsets = f["offsets"][...].astype(np.int64)
+        self._particles = {k: f["particles"][k] for k in f["particles"]}
+        self._jets = {k: f["jets"][k] for k in f["jets"]}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> ShardReader:
+        try:
+            return cls(h5py.File(path, "r"))
+        except OSError as exc:
+            raise InputError("a readable HDF5 shard", file=path, found=str(exc)) from exc
+
+    def close(self) -> None:
+        self.file.close()
+
+    def read(
+        self,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        particle_fields: list[str] | None = None,
+        jet_fields: list[str] | None = None,
+    ) -> JetBatch:
+        stop = self.n_jets if stop is None else min(stop, self.n_jets)
+        offsets = self.offsets[start : stop + 1]
+        p0, p1 = int(offsets[0]), int(offsets[-1])
+        pf = particle_fields if particle_fields is not None else list(self._particles)
+        jf = jet_fields if jet_fields is not None else list(self._jets)
+        for k in pf:
+            if k not in self._particles:
+                raise InputError(
+                    "a particle field of this store",
+                    file=self.file.filename,
+                    field=k,
+                    found="missing",
+                )
+        return JetBatch(
+            offsets=offsets - p0,
+            particles={k: self._particles[k][p0:p1] for k in pf},
+            jets={k: self._jets[k][start:stop] for k in jf},
+        )
