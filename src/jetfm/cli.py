@@ -1,0 +1,171 @@
+"""The ``jetfm`` command line: parses options into typed configs and calls library functions.
+
+No logic lives here. Every command accepts ``--config FILE.yaml`` and repeated ``--set key=value``
+overrides where it is driven by a config dataclass; a :class:`~jetfm.core.errors.JetfmError` becomes a
+one-line message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from jetfm.core.errors import JetfmError
+
+app = typer.Typer(
+    name="jetfm",
+    help="Foundation models for particle-physics jets: simulate, convert, tokenize, pre-train, fine-tune, generate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly(fn: F) -> F:
+    """Turn jetfm's own errors into a clean message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except JetfmError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+ConfigOpt = typer.Option(
+    None, "--config", "-c", help="YAML config file.", exists=False, dir_okay=False
+)
+SetOpt = typer.Option(
+    None, "--set", "-s", help="Override a config key: key.sub=value (repeatable)."
+)
+
+
+def _overrides(pairs: dict[str, Any], extra: list[str] | None) -> list[str]:
+    """Command-line options that were given, as ``key=value`` overrides (applied before --set)."""
+    out = []
+    for k, v in pairs.items():
+        if v is None:
+            continue
+        out.append(f"{k}={json.dumps(v) if not isinstance(v, str) else v}")
+    return out + list(extra or [])
+
+
+@app.command()
+@_friendly
+def simulate(
+    config: Path | None = ConfigOpt,
+    output: Path | None = typer.Option(None, "--output", "-o", help="Store folder to write."),
+    classes: str | None = typer.Option(None, help="Comma-separated JetClass names, e.g. QCD,Tbqq."),
+    jets_per_class: int | None = typer.Option(
+        None, "--jets-per-class", "-n", help="Jets per class."
+    ),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Parallel Pythia processes."),
+    seed: int | None = typer.Option(None, help="Base random seed (same seed -> identical jets)."),
+    tune: int | None = typer.Option(
+        None, help="Pythia Tune:pp number (another tune = another domain)."
+    ),
+    pt_min: float | None = typer.Option(None, help="Minimum jet pT [GeV]."),
+    pt_max: float | None = typer.Option(None, help="Maximum jet pT [GeV]."),
+    shard_size: int | None = typer.Option(None, help="Jets per shard (one work unit)."),
+    set_: list[str] | None = SetOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate jets with Pythia 8 + FastJet (anti-kT R=0.8) into a native store, then print a physics summary.
+
+    Resumable: rerun the same command after an interruption and finished shards are kept.
+    """
+    from jetfm.core.config import load_config
+    from jetfm.data.simulate import SimulationConfig, format_summary, simulate, summarize
+
+    opts = {
+        "output": None if output is None else str(output),
+        "classes": None
+        if classes is None
+        else [c.strip() for c in classes.split(",") if c.strip()],
+        "jets_per_class": jets_per_class,
+        "workers": workers,
+        "seed": seed,
+        "tune": tune,
+        "pt_min": pt_min,
+        "pt_max": pt_max,
+        "shard_size": shard_size,
+    }
+    cfg = load_config(SimulationConfig, config, _overrides(opts, set_))
+    root = simulate(cfg, progress=not quiet)
+    typer.echo(f"store: {root}")
+    typer.echo(format_summary(summarize(root)))
+
+
+@app.command()
+@_friendly
+def convert(
+    input: Path = typer.Argument(
+        ...,
+        help="Input file (JetClass .root, Top Tagging / JetNet .h5, QG .npz) or ParT .npy folder.",
+    ),
+    output: Path = typer.Argument(..., help="Store folder to create."),
+    format: str | None = typer.Option(
+        None, "--format", "-f", help="Input format (default: detected from content)."
+    ),
+    max_particles: int | None = typer.Option(
+        None, help="Keep at most this many highest-pT particles per jet."
+    ),
+    seed: int = typer.Option(0, help="Seed of the train/val/test assignment."),
+    shard_size: int = typer.Option(10000, help="Jets per shard."),
+    overwrite: bool = typer.Option(False, help="Replace an existing output store."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Convert a standard dataset file into a native jetfm store (train/val/test shards + manifest)."""
+    from jetfm.data.readers import convert as run_convert
+
+    root = run_convert(
+        input,
+        output,
+        format=format,
+        max_particles=max_particles,
+        seed=seed,
+        shard_size=shard_size,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
+    _print_store(root)
+
+
+@app.command()
+@_friendly
+def info(store: Path = typer.Argument(..., help="A jetfm store folder.")) -> None:
+    """Print a store's manifest summary and its per-class physics summary."""
+    _print_store(store)
+
+
+def _print_store(root: Path) -> None:
+    from jetfm.data.simulate import format_summary, summarize
+    from jetfm.data.store import Store
+
+    st = Store(root)
+    m = st.manifest
+    typer.echo(f"store: {root}  (content hash {m['content_hash'][:12]})")
+    typer.echo(f"classes: {', '.join(st.classes)}")
+    for split, s in m["splits"].items():
+        typer.echo(f"  {split:<5} {s['n_jets']:>8d} jets in {len(s['shards'])} shards")
+    typer.echo(f"particle fields: {', '.join(st.particle_fields)}")
+    typer.echo(format_summary(summarize(root)))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
