@@ -149,6 +149,27 @@ def info(store: Path = typer.Argument(..., help="A jetfm store folder.")) -> Non
     _print_store(store)
 
 
+@app.command()
+@_friendly
+def quickstart(
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", "-o", help="Folder of the run (default runs/quickstart)."
+    ),
+    scale: float | None = typer.Option(
+        None, help="Multiply every sample size (1 = laptop, 20 = benchmark)."
+    ),
+    set_: list[str] | None = SetOpt,
+) -> None:
+    """The main job: the whole pipeline on the embedded Pythia default; rerun to resume."""
+    from jetfm.core.config import load_config
+    from jetfm.pipeline import QuickstartConfig, run_quickstart
+
+    opts = {"run_dir": None if run_dir is None else str(run_dir), "scale": scale}
+    cfg = load_config(QuickstartConfig, config, _overrides(opts, set_))
+    run_quickstart(cfg, log=typer.echo)
+
+
 def _print_store(root: Path) -> None:
     from jetfm.data.simulate import format_summary, summarize
     from jetfm.data.store import Store
