@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import tracemalloc
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -127,3 +128,36 @@ def test_load_padded_matches_store(toy_store, pre):
     assert d["x"].shape[0] == 20
     data = Store(toy_store).read("test", limit=20)
     assert d["mask"].sum().item() == data.n_particles
+
+
+def test_tokens_stored_beside_features_reach_the_batch(tmp_path, pre):
+    import shutil
+
+    from jetfm.core.errors import InputError
+    from jetfm.data.store import token_tags, write_tokens
+
+    root = tmp_path / "s"
+    shutil.copytree(_store_for_tokens(tmp_path), root)
+    st = Store(root)
+    for path in st.shards("val"):
+        with h5py.File(path) as f:
+            n = int(f.attrs["n_particles"])
+        # token id = particle index within its shard modulo 97: checkable after shuffling
+        write_tokens(root, "toy", path, np.arange(n) % 97)
+    assert token_tags(root) == ["toy"]
+    cfg = LoaderConfig(batch_size=16, shuffle=False, bucketing=False)
+    b = next(iter(make_dataloader(root, "val", pre, cfg, tokens="toy")))
+    assert b["tokens"].shape == b["mask"].shape and b["tokens"].dtype == torch.int64
+    assert torch.all(b["tokens"][~b["mask"]] == -1)
+    n0 = int(b["mask"][0].sum())
+    assert b["tokens"][0, :n0].tolist() == list(range(n0))  # first jet of the first shard
+    with pytest.raises(InputError, match="tokens"):
+        make_dataloader(root, "train", pre, cfg, tokens="toy")  # train split was never tokenized
+    with pytest.raises(InputError, match="shape"):
+        write_tokens(root, "bad", st.shards("val")[0], np.zeros(3, dtype=np.int64))
+
+
+def _store_for_tokens(tmp_path):
+    from tests.conftest import write_toy_store
+
+    return write_toy_store(tmp_path / "base", {"train": 100, "val": 100}, shard_size=50)

@@ -40,7 +40,7 @@ from jetfm.data.features import (
     required_particle_fields,
 )
 from jetfm.data.schema import JetBatch
-from jetfm.data.store import ShardReader, Store
+from jetfm.data.store import ShardReader, Store, token_path
 
 
 @dataclass
@@ -125,6 +125,16 @@ class JetStream(IterableDataset):
         for p in self.paths:
             with h5py.File(p, "r") as f:
                 self.counts.append(np.diff(f["offsets"][...]).astype(np.int64))
+        self.tokens = with_tokens
+        if with_tokens is not None:
+            for p in self.paths:
+                if not token_path(self.store.root, with_tokens, p).is_file():
+                    raise ConfigError(
+                        f"token ids '{with_tokens}' for every shard (run `jetfm tokenize` first)",
+                        file=token_path(self.store.root, with_tokens, p),
+                        field="tokens",
+                        found="missing",
+                    )
         self._warned = False
 
     # ---- planning (metadata only) -------------------------------------------------------
@@ -203,27 +213,41 @@ class JetStream(IterableDataset):
                     skip -= len(take)
                     produced += len(take)
                     continue
-                data = self._read_group(blocks, files)
+                data, ids = self._read_group(blocks, files)
                 x, offsets = self._features(data)
                 for b in take[skip:]:
-                    yield self._pad(x, offsets, data, b)
+                    out = self._pad(x, offsets, data, b)
+                    if ids is not None:
+                        out["tokens"] = pad_ids(ids, offsets, b, out["mask"].shape[1])
+                    yield out
                 produced += len(take)
                 skip = 0
         finally:
             for f in files.values():
                 f.close()
 
-    def _read_group(self, blocks: list[_Block], files: dict[int, ShardReader]) -> JetBatch:
-        parts = []
+    def _read_group(
+        self, blocks: list[_Block], files: dict[int, ShardReader]
+    ) -> tuple[JetBatch, np.ndarray | None]:
+        """The jets of ``blocks`` (and their token ids + a final -1, if tokens were asked for)."""
+        parts, ids = [], []
         for b in blocks:
             if b.shard not in files:
                 files[b.shard] = ShardReader.open(self.paths[b.shard])
+            reader = files[b.shard]
             parts.append(
-                files[b.shard].read(
+                reader.read(
                     b.start, b.stop, particle_fields=self.pfields, jet_fields=[*JET_KEYS, "label"]
                 )
             )
-        return JetBatch.concatenate(parts) if len(parts) > 1 else parts[0]
+            if self.tokens is not None:
+                p0, p1 = int(reader.offsets[b.start]), int(reader.offsets[b.stop])
+                with h5py.File(
+                    token_path(self.store.root, self.tokens, self.paths[b.shard]), "r"
+                ) as f:
+                    ids.append(f["ids"][p0:p1])
+        data = JetBatch.concatenate(parts) if len(parts) > 1 else parts[0]
+        return data, (np.concatenate([*ids, np.full(1, -1, np.int32)]) if ids else None)
 
     def _features(self, data: JetBatch) -> tuple[np.ndarray, np.ndarray]:
         x = compute_features(data, self.pre.feature_names)  # (P, F) flat
@@ -242,6 +266,14 @@ class JetStream(IterableDataset):
                 stacklevel=2,
             )
         return pad_batch(x, offsets, data, idx, n_max)
+
+
+def pad_ids(ids: np.ndarray, offsets: np.ndarray, idx: np.ndarray, n: int) -> torch.Tensor:
+    """Token ids (P + 1,) whose last entry is -1 -> padded (B, N) int64, -1 on padding."""
+    counts = np.minimum(offsets[idx + 1] - offsets[idx], n)
+    mask = np.arange(n)[None, :] < counts[:, None]  # (B, N)
+    src = np.where(mask, offsets[idx][:, None] + np.arange(n)[None, :], len(ids) - 1)  # (B, N)
+    return torch.from_numpy(ids[src].astype(np.int64))
 
 
 def with_pad_row(x: np.ndarray) -> np.ndarray:
@@ -284,8 +316,10 @@ def make_dataloader(
     world_size: int = 1,
     epoch: int = 0,
     start_batch: int = 0,
+    tokens: str | None = None,
 ) -> DataLoader:
-    """A torch DataLoader yielding dicts: x (B,N,F), mask (B,N) bool, label (B,), jet (B,5)."""
+    """A torch DataLoader yielding dicts: x (B,N,F), mask (B,N) bool, label (B,), jet (B,5),
+    and tokens (B,N) int64 (-1 on padding) when ``tokens`` names a token set of the store."""
     cfg = cfg or LoaderConfig()
     ds = JetStream(
         store_root,
@@ -296,6 +330,7 @@ def make_dataloader(
         world_size=world_size,
         epoch=epoch,
         start_batch=start_batch,
+        with_tokens=tokens,
     )
     return DataLoader(
         ds,

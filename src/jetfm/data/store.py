@@ -13,7 +13,8 @@ Layout::
       manifest.json         classes, fields + units, per-split shard list and counts, source, hashes
       shards/<name>.h5      one split per shard:  /offsets (n_jets+1) int64,
                             /particles/<field> (n_particles,), /jets/<field> (n_jets,), attrs
-      tokens/<hash>/...     token ids written by ``jetfm tokenize`` (aligned with /particles)
+      tokens/<tag>/<name>.h5  token ids written by ``jetfm tokenize``: /ids (n_particles,) int32,
+                            aligned with the shard's particles (-1 = no token)
 
 Particles of each jet are stored contiguously, sorted by decreasing pT. A shard is written under a
 temporary name and renamed when complete, so a killed writer leaves either a whole shard or none: that
@@ -188,6 +189,50 @@ def finalize_store(
 
 def _field_doc(spec: tuple[str, str, str]) -> dict[str, str]:
     return {"dtype": spec[0], "unit": spec[1], "description": spec[2]}
+
+
+TOKENS = "tokens"
+
+
+def token_path(root: str | os.PathLike[str], tag: str, shard_file: str | os.PathLike[str]) -> Path:
+    """Where the token ids of one shard live: ``tokens/<tag>/<shard name>.h5``."""
+    return Path(root) / TOKENS / tag / Path(shard_file).name
+
+
+def write_tokens(
+    root: str | os.PathLike[str],
+    tag: str,
+    shard_file: str | os.PathLike[str],
+    ids: np.ndarray,
+    *,
+    attrs: dict[str, Any] | None = None,
+) -> Path:
+    """Store token ids (n_particles,) aligned with a shard's particles, atomically.
+
+    ``-1`` marks particles that carry no token (e.g. beyond the tokenizer's ``max_particles``).
+    """
+    root = Path(root)
+    shard = root / SHARDS / Path(shard_file).name
+    with h5py.File(shard, "r") as f:
+        n = int(f.attrs["n_particles"])
+    ids = np.asarray(ids)
+    if ids.shape != (n,) or ids.dtype.kind not in "iu":
+        raise InputError(
+            f"integer ids of shape ({n},)", file=shard, field="tokens", found=(ids.shape, ids.dtype)
+        )
+    path = token_path(root, tag, shard)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("ids", data=ids.astype(np.int32))
+            f.attrs["shard_sha256"] = _sha256(shard)
+            f.attrs["attrs"] = json.dumps(attrs or {}, sort_keys=True, default=str)
+    return path
+
+
+def token_tags(root: str | os.PathLike[str]) -> list[str]:
+    """Token sets stored beside this store's features."""
+    d = Path(root) / TOKENS
+    return sorted(p.name for p in d.iterdir() if p.is_dir()) if d.is_dir() else []
 
 
 class Store:
