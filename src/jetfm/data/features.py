@@ -27,6 +27,7 @@ from jetfm.core.atomic import write_json_atomic
 from jetfm.core.errors import InputError
 from jetfm.data.schema import JetBatch
 from jetfm.physics.kinematics import ptetaphim_to_energy, wrap_phi
+from jetfm.physics.particles import PARTICLE_TYPES, particle_type_flags
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "kin3": ("deta", "dphi", "log_pt"),
@@ -48,7 +49,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
         "tanh_dz",
     ),
 }
-TYPE_FLAGS = ("is_charged_hadron", "is_neutral_hadron", "is_photon", "is_electron", "is_muon")
+TYPE_FLAGS = PARTICLE_TYPES
 # Features passed through unstandardised (categorical).
 UNSCALED = frozenset({"charge", *TYPE_FLAGS})
 
@@ -146,7 +147,7 @@ def compute_features(batch: JetBatch, names: Sequence[str], source: str = "<batc
             c = p["charge"].astype(np.float64)
         elif n in TYPE_FLAGS:
             if flags is None:
-                flags = _type_flags(p["pid"])
+                flags = particle_type_flags(p["pid"], strict=False, dtype=np.float64)
             c = flags[:, TYPE_FLAGS.index(n)]
         elif n == "tanh_d0":
             c = np.tanh(p["d0"].astype(np.float64))
@@ -160,18 +161,6 @@ def compute_features(batch: JetBatch, names: Sequence[str], source: str = "<batc
         if cols
         else np.zeros((batch.n_particles, 0), np.float32)
     )
-
-
-def _type_flags(pid: np.ndarray) -> np.ndarray:
-    """(n, 5) float flags in TYPE_FLAGS order from PDG ids."""
-    a = np.abs(np.asarray(pid))
-    photon = a == 22
-    electron = a == 11
-    muon = a == 13
-    # Charged hadrons Pythia leaves stable at tau0Max = 10 mm: pi, K, p, Sigma+-, Xi-, Omega-.
-    charged_h = np.isin(a, (211, 321, 2212, 3222, 3112, 3312, 3334))
-    neutral_h = ~(photon | electron | muon | charged_h) & ~np.isin(a, (12, 14, 16))
-    return np.stack([charged_h, neutral_h, photon, electron, muon], axis=-1).astype(np.float64)
 
 
 @dataclass

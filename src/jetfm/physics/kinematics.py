@@ -69,11 +69,3 @@ def invariant_mass(e: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
     e, px, py, pz = (np.asarray(a, dtype=np.float64) for a in (e, px, py, pz))
     m2 = e * e - px * px - py * py - pz * pz
     return np.sqrt(np.clip(m2, 0.0, None))
-
-
-def rapidity(e: np.ndarray, pz: np.ndarray) -> np.ndarray:
-    """y = 0.5 ln((E + pz) / (E - pz))."""
-    e = np.asarray(e, dtype=np.float64)
-    pz = np.asarray(pz, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return 0.5 * np.log((e + pz) / (e - pz))
