@@ -151,6 +151,28 @@ def info(store: Path = typer.Argument(..., help="A jetfm store folder.")) -> Non
 
 @app.command()
 @_friendly
+def pretrain(
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = typer.Argument(
+        None, help="key.sub=value overrides, e.g. train.max_steps=500."
+    ),
+    set_: list[str] | None = SetOpt,
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in train.output_dir exactly where it stopped."
+    ),
+) -> None:
+    """Self-supervised pre-training (masked particle modelling or next-token prediction) on a store.
+
+    Examples: `jetfm pretrain -c configs/mpm.yaml data.store=data/topqcd`, `jetfm pretrain -c configs/ntp.yaml --resume`.
+    """
+    from jetfm.train import pretrain as run_pretrain
+
+    run_dir = run_pretrain(config, [*(overrides or []), *(set_ or [])], resume=resume)
+    typer.echo(f"run: {run_dir}")
+
+
+@app.command()
+@_friendly
 def quickstart(
     config: Path | None = ConfigOpt,
     run_dir: Path | None = typer.Option(
