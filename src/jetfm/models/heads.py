@@ -1,0 +1,228 @@
+"""Prediction heads that sit on a backbone's hidden states; a task pairs one with a target and a loss.
+
+* :class:`TokenHead` - logits over token ids (masked particle modelling, next-token prediction);
+* :class:`RegressionHead` - continuous per-particle outputs (e.g. standardised features);
+* :class:`FlowMatchingHead` - a conditional flow-matching velocity field (rectified flow) over
+  particle features, trained by :meth:`~FlowMatchingHead.loss`, sampled by integrating the ODE;
+* :class:`ClassAttentionClassifier` - a class token attending over the particles (as in ParT);
+* :class:`MeanPoolClassifier` - masked mean pooling + MLP.
+
+Classifiers return ``(B, n_outputs)`` logits: ``n_outputs = 1`` for a binary task (sigmoid /
+BCE), ``n_outputs = C`` for C classes (softmax / CE); :func:`classification_loss` handles both.
+Heads never import plotting.
+
+Shapes: B jets, N particles, M selected particles, F features, D width, K vocabulary size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from jetfm.nn.attention import MultiHeadAttention
+from jetfm.nn.transformer import Mlp
+
+
+class TokenHead(nn.Module):
+    """hidden (..., D) -> logits (..., K), through a small transform (dense + GELU + LayerNorm).
+
+    The transform before the vocabulary projection (as in BERT's prediction head) lets the
+    backbone's output stay a general representation rather than being shaped by one vocabulary.
+    """
+
+    def __init__(self, dim: int, vocab_size: int, transform: bool = True) -> None:
+        super().__init__()
+        self.transform: nn.Module = (
+            nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
+            if transform
+            else nn.Identity()
+        )
+        self.proj = nn.Linear(dim, vocab_size)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.proj(self.transform(h))
+
+
+class RegressionHead(nn.Module):
+    """hidden (..., D) -> values (..., F) through an MLP with one hidden layer."""
+
+    def __init__(self, dim: int, out_features: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or dim
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out_features))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.net(h)
+
+
+def _rand(
+    fn: str, shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor
+) -> Tensor:
+    """``torch.rand``/``randn`` on ``like``'s device and dtype, drawn from ``generator``'s device
+    (a seeded CPU generator then also works for CUDA tensors)."""
+    dev = generator.device if generator is not None else like.device
+    out = getattr(torch, fn)(shape, generator=generator, device=dev)
+    return out.to(device=like.device, dtype=like.dtype)
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal embedding of times ``t`` (M,) in [0, 1] -> (M, dim)."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )  # (half,)
+    args = 1000.0 * t.float()[:, None] * freqs[None]  # (M, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb.to(t.dtype)
+
+
+class FlowMatchingHead(nn.Module):
+    """Velocity field ``v(x_t, t | h)`` over F features, conditioned on a hidden state h (D,).
+
+    Trained with the conditional flow-matching (rectified flow) loss: with noise ``x0 ~ N(0, 1)``,
+    target ``x1`` and ``t ~ U(0, 1)``, ``x_t = (1 - t) x0 + t x1`` and the regression target is the
+    straight-line velocity ``x1 - x0``. Unlike regression it models the full conditional
+    distribution of a masked particle rather than its mean.
+    """
+
+    def __init__(
+        self, dim: int, n_features: int, hidden: int = 128, depth: int = 3, time_dim: int = 32
+    ) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self.n_features = n_features
+        self.time_dim = time_dim
+        self.cond = nn.Linear(dim, hidden)
+        self.inp = nn.Linear(n_features + time_dim, hidden)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.SiLU())
+            for _ in range(depth)
+        )
+        self.out = nn.Linear(hidden, n_features)
+
+    def forward(self, x_t: Tensor, t: Tensor, h: Tensor) -> Tensor:
+        """Velocity (M, F) at points ``x_t`` (M, F), times ``t`` (M,), conditions ``h`` (M, D)."""
+        z = self.inp(torch.cat([x_t, timestep_embedding(t, self.time_dim)], dim=-1))
+        z = z + self.cond(h)  # (M, hidden)
+        for block in self.blocks:
+            z = z + block(z)
+        return self.out(z)
+
+    def loss(self, h: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Mean squared error of the predicted velocity for targets ``x1`` (M, F), conditions h (M, D)."""
+        M = x1.shape[0]
+        x0 = _rand("randn", tuple(x1.shape), generator, x1)
+        t = _rand("rand", (M,), generator, x1)
+        x_t = (1 - t[:, None]) * x0 + t[:, None] * x1
+        v = self(x_t, t, h)
+        return F.mse_loss(v, x1 - x0)
+
+    @torch.no_grad()
+    def sample(
+        self, h: Tensor, steps: int = 32, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Draw one particle (M, F) per condition ``h`` (M, D) by Euler integration from t=0 to 1."""
+        M = h.shape[0]
+        x = _rand("randn", (M, self.n_features), generator, h)
+        dt = 1.0 / steps
+        for i in range(steps):
+            t = torch.full((M,), i * dt, device=h.device, dtype=h.dtype)
+            x = x + dt * self(x, t, h)
+        return x
+
+
+def masked_mean(h: Tensor, mask: Tensor) -> Tensor:
+    """Mean of h (B, N, D) over real particles (B, N) -> (B, D); an empty jet gives zeros."""
+    m = mask.to(h.dtype)[..., None]  # (B, N, 1)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class MeanPoolClassifier(nn.Module):
+    """Masked mean over particles, then an MLP -> logits (B, n_outputs). Permutation-invariant."""
+
+    def __init__(
+        self, dim: int, n_outputs: int, hidden: int | None = None, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        hidden = hidden or dim
+        self.net = nn.Sequential(
+            nn.LayerNorm(dim),
+            nn.Linear(dim, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_outputs),
+        )
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        return self.net(masked_mean(h, mask))
+
+
+class ClassAttentionBlock(nn.Module):
+    """The class token attends over [class token, particles]; particles are not updated (CaiT/ParT)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, mlp_ratio, "gelu", dropout)
+
+    def forward(self, cls: Tensor, h: Tensor, mask: Tensor) -> Tensor:
+        """cls (B, 1, D), particles h (B, N, D), mask (B, N) -> cls (B, 1, D)."""
+        u = self.norm1(torch.cat([cls, h], dim=1))  # (B, 1 + N, D)
+        key_mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        cls = cls + self.attn(u[:, :1], key_mask, context=u)
+        return cls + self.mlp(self.norm2(cls))
+
+
+class ClassAttentionClassifier(nn.Module):
+    """ParT-style classifier: a learned class token, ``depth`` class-attention blocks, a linear map.
+
+    Attention respects the padding mask, so the logits are invariant to particle order and padding.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_outputs: int,
+        heads: int = 8,
+        depth: int = 2,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            ClassAttentionBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, n_outputs)
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        """Particles h (B, N, D) with mask (B, N) -> logits (B, n_outputs)."""
+        mask = mask.to(torch.bool)
+        cls = self.cls_token.to(h.dtype).expand(h.shape[0], -1, -1)  # (B, 1, D)
+        for block in self.blocks:
+            cls = block(cls, h, mask)
+        return self.fc(self.norm(cls[:, 0]))
+
+
+def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """BCE-with-logits for one output column (binary labels 0/1), cross-entropy for C > 1 columns."""
+    if logits.shape[-1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+    return F.cross_entropy(logits, labels.long())
+
+
+def class_probabilities(logits: Tensor) -> Tensor:
+    """Logits (B, C) -> probabilities (B, C); a single binary column becomes (B, 2) [p0, p1]."""
+    if logits.shape[-1] == 1:
+        p1 = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p1, p1], dim=-1)
+    return logits.softmax(-1)
