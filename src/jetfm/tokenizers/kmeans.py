@@ -1,0 +1,67 @@
+"""K-means tokenizer: the nearest of K centroids of the standardised particle features.
+
+The baseline of MPM's discretisation study: no network, a particle's token depends on its own
+features only, and decoding returns the centroid. Fitting is Lloyd's algorithm in torch
+(:func:`jetfm.nn.quantizers.kmeans`, the same fused nearest-centroid search the VQ layer uses) on a
+seeded random sample of real particles, so it is deterministic and runs on any device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from jetfm.core.errors import InputError
+from jetfm.nn.quantizers import kmeans, nearest_code
+from jetfm.tokenizers.base import Tokenizer
+from jetfm.tokenizers.config import TokenizerConfig
+
+
+class KMeansTokenizer(Tokenizer):
+    """Tokens = nearest centroid ids; ``centroids`` (K, F) is its only state."""
+
+    def __init__(self, config: TokenizerConfig, preprocessing: dict[str, Any] | None = None):
+        super().__init__(config, preprocessing)
+        self.register_buffer("centroids", torch.zeros(config.codebook_size, config.n_features))
+        self.register_buffer("fitted", torch.tensor(False))
+
+    @torch.no_grad()
+    def fit(
+        self, particles: torch.Tensor, *, seed: int = 0, iters: int | None = None
+    ) -> KMeansTokenizer:
+        """Fit the centroids to real-particle features ``particles`` (M, F) (standardised)."""
+        if particles.ndim != 2 or particles.shape[1] != self.n_features:
+            raise InputError(
+                f"(M, {self.n_features}) real-particle features",
+                field="particles",
+                found=tuple(particles.shape),
+            )
+        if particles.shape[0] < 2:
+            raise InputError("at least two particles", field="particles", found=particles.shape[0])
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        iters = self.config.quantizer.kmeans_iters if iters is None else iters
+        cent = kmeans(
+            particles.to(self.centroids.device).float(),
+            self.codebook_size,
+            iters=iters,
+            generator=gen,
+        )
+        self.centroids.copy_(cent)
+        self.fitted.fill_(True)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not bool(self.fitted):
+            raise InputError(
+                "a fitted k-means tokenizer (call fit first)", field="centroids", found="unfitted"
+            )
+
+    def _encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        q = self.config.quantizer
+        return nearest_code(x[mask], self.centroids, chunk_size=q.chunk_size, backend=q.backend)
+
+    def _decode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        return self.centroids[ids]

@@ -1,0 +1,186 @@
+"""The tokenizer training driver and the shipped tokenizer configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from jetfm.core.config import from_dict, load_config
+from jetfm.core.errors import ConfigError, InputError
+from jetfm.tokenizers import Tokenizer, TokenizerConfig, build_tokenizer
+from jetfm.tokenizers.train import evaluate_reconstruction, resolve_device, train_tokenizer
+
+from .conftest import gaussian_mixture_jets
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("tokenizer*.yaml"))
+
+
+def small_cfg(kind: str, steps: int, **extra) -> TokenizerConfig:
+    d = {
+        "type": kind,
+        "codebook_size": 64,
+        "latent_dim": 4,
+        "hidden_dim": 32,
+        "depth": 2,
+        "train": {
+            "steps": steps,
+            "batch_size": 32,
+            "val_every": 10,
+            "lr": 3e-3,
+            "warmup_steps": 5,
+            "progress": False,
+        },
+    }
+    if kind == "fsq":
+        d["codebook_size"] = 125
+        d["quantizer"] = {"fsq_levels": [5, 5, 5]}
+    d.update(extra)
+    return from_dict(TokenizerConfig, d)
+
+
+def untrained_mse(cfg: TokenizerConfig, data: dict, val: dict) -> float:
+    torch.manual_seed(cfg.train.seed)
+    tok = build_tokenizer(cfg)
+    tok.train()
+    for s in range(0, 320, 32):  # the same k-means initialisation the trainer does, no steps
+        tok(data["x"][s : s + 32], data["mask"][s : s + 32])
+    return evaluate_reconstruction(tok.eval(), val["x"], val["mask"])["mse"]
+
+
+@pytest.mark.parametrize("kind", ["vqvae_particle", "fsq"])
+def test_round_trip_error_decreases_with_training(kind, mixture, mixture_val, tmp_path) -> None:
+    # FSQ's fixed grid converges more slowly than a k-means-initialised codebook: larger lr
+    cfg = small_cfg(kind, steps=80, latent_dim=3) if kind == "fsq" else small_cfg(kind, steps=80)
+    if kind == "fsq":
+        cfg.train.lr = 1e-2
+    before = untrained_mse(cfg, mixture, mixture_val)
+    path = train_tokenizer(cfg, mixture, mixture_val, None, tmp_path / kind)
+    meta = json.loads((path / "meta.json").read_text())
+    history = json.loads((path / "train_history.json").read_text())
+    assert [h["step"] for h in history] == list(range(10, 81, 10))
+    after = meta["val_mse"]
+    assert after < 0.5 * before, (before, after)
+    assert after < 0.25  # data: 6 clusters of width 0.3 (per-feature variance 0.09)
+    tok = Tokenizer.from_pretrained(path)
+    assert evaluate_reconstruction(tok, mixture_val["x"], mixture_val["mask"])[
+        "mse"
+    ] == pytest.approx(after)
+
+
+def test_conditional_training_runs_and_loads(mixture, mixture_val, tmp_path) -> None:
+    cfg = small_cfg("vqvae_conditional", steps=12, heads=4)
+    path = train_tokenizer(cfg, mixture, mixture_val, None, tmp_path / "cond")
+    tok = Tokenizer.from_pretrained(path)
+    assert tok.conditional and json.loads((path / "meta.json").read_text())["train_steps"] == 12
+
+
+def test_training_is_seeded(mixture, tmp_path) -> None:
+    cfg = small_cfg("vqvae_particle", steps=15)
+    a = train_tokenizer(cfg, mixture, None, None, tmp_path / "a")
+    b = train_tokenizer(cfg, mixture, None, None, tmp_path / "b")
+    assert Tokenizer.from_pretrained(a).content_hash == Tokenizer.from_pretrained(b).content_hash
+    cfg.train.seed = 1
+    c = train_tokenizer(cfg, mixture, None, None, tmp_path / "c")
+    assert Tokenizer.from_pretrained(c).content_hash != Tokenizer.from_pretrained(a).content_hash
+
+
+def test_iterable_of_batches_and_preprocessing_saved(mixture, tmp_path) -> None:
+    batches = [
+        {"x": mixture["x"][s : s + 50], "mask": mixture["mask"][s : s + 50]}
+        for s in range(0, 400, 50)
+    ]
+    pre = {
+        "feature_names": ["deta", "dphi", "log_pt"],
+        "mean": [0.0, 0.0, 1.5],
+        "std": [0.2, 0.2, 1.1],
+    }
+    path = train_tokenizer(
+        small_cfg("vqvae_particle", steps=20), batches, batches[:2], pre, tmp_path / "it"
+    )
+    assert json.loads((path / "preprocessing.json").read_text())["std"] == [0.2, 0.2, 1.1]
+    assert Tokenizer.from_pretrained(path).preprocessing_object().mean.tolist() == [0.0, 0.0, 1.5]
+
+
+def test_kmeans_tokenizer_round_trip(mixture, mixture_val, tmp_path) -> None:
+    cfg = small_cfg("kmeans", steps=1, codebook_size=32)
+    path = train_tokenizer(cfg, mixture, mixture_val, None, tmp_path / "km")
+    tok = Tokenizer.from_pretrained(path)
+    ids = tok.encode(mixture_val["x"], mixture_val["mask"])
+    rec = tok.decode(ids, mixture_val["mask"])
+    m = mixture_val["mask"]
+    # decoding returns exactly the assigned centroid, which is the nearest one
+    assert torch.equal(rec[m], tok.centroids[ids[m]])
+    assert torch.equal(ids[m], torch.cdist(mixture_val["x"][m], tok.centroids).argmin(dim=1))
+    mse = ((rec[m] - mixture_val["x"][m]) ** 2).mean().item()
+    assert mse < 0.09  # below the within-cluster variance 0.3^2 of the 6-component mixture
+    # data made of exactly K distinct points round-trips exactly
+    pts = torch.randn(8, 3, generator=torch.Generator().manual_seed(2)) * 5
+    x = pts.repeat(10, 1).view(10, 8, 3)
+    mask = torch.ones(10, 8, dtype=torch.bool)
+    exact = build_tokenizer(from_dict(TokenizerConfig, {"type": "kmeans", "codebook_size": 8}))
+    exact.fit(x[mask], seed=0, iters=30)
+    assert torch.allclose(exact.decode(exact.encode(x, mask), mask), x, atol=1e-5)
+
+
+def test_bad_training_data_raises(tmp_path) -> None:
+    with pytest.raises(InputError, match="x"):
+        train_tokenizer(
+            small_cfg("vqvae_particle", steps=2),
+            {"mask": torch.ones(2, 2, dtype=torch.bool)},
+            None,
+            None,
+            tmp_path / "x",
+        )
+    with pytest.raises(InputError, match=r"x \(J, N, 2\)"):
+        bad = gaussian_mixture_jets(4)
+        train_tokenizer(
+            small_cfg("vqvae_particle", steps=2, feature_names=["a", "b"]),
+            bad,
+            None,
+            None,
+            tmp_path / "y",
+        )
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="device"):
+            resolve_device("cuda")
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        from_dict(TokenizerConfig, {"codebok_size": 512})
+    with pytest.raises(ConfigError, match="prod"):
+        from_dict(
+            TokenizerConfig,
+            {"type": "fsq", "codebook_size": 100, "quantizer": {"fsq_levels": [8, 8, 8]}},
+        )
+    with pytest.raises(ConfigError, match="affine"):
+        from_dict(TokenizerConfig, {"quantizer": {"ema": True, "affine": True}})
+    with pytest.raises(ConfigError, match="heads"):
+        from_dict(TokenizerConfig, {"type": "vqvae_conditional", "hidden_dim": 30, "heads": 4})
+    # the fsq type implies an FSQ quantiser
+    assert from_dict(TokenizerConfig, {"type": "fsq"}).quantizer.kind == "fsq"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_parse(path: Path) -> None:
+    cfg = load_config(TokenizerConfig, path)
+    tok = build_tokenizer(cfg)
+    assert tok.codebook_size == cfg.codebook_size
+
+
+def test_shipped_configs_exist() -> None:
+    names = {p.name for p in CONFIGS}
+    assert {
+        "tokenizer.yaml",
+        "tokenizer_omnijet.yaml",
+        "tokenizer_fsq.yaml",
+        "tokenizer_kmeans.yaml",
+    } <= names
