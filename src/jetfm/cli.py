@@ -149,6 +149,79 @@ def info(store: Path = typer.Argument(..., help="A jetfm store folder.")) -> Non
     _print_store(store)
 
 
+tokenizer_app = typer.Typer(
+    help="Train and evaluate particle tokenizers (VQ-VAE, FSQ, k-means).", no_args_is_help=True
+)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+@_friendly
+def tokenizer_train(
+    store: Path = typer.Option(
+        ..., "--store", help="Store to train on (its train split; val for validation)."
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Tokenizer checkpoint folder to write."
+    ),
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = typer.Argument(
+        None, help="key.sub=value overrides, e.g. codebook_size=2048."
+    ),
+    max_particles: int = typer.Option(
+        128, help="Particles per jet the tokenizer sees (highest pT kept)."
+    ),
+    max_jets: int | None = typer.Option(None, help="Use at most this many training jets."),
+) -> None:
+    """Train a tokenizer from a YAML recipe (configs/tokenizer*.yaml) and save it as a checkpoint folder."""
+    from jetfm.core.config import load_config
+    from jetfm.tokenizers.config import TokenizerConfig
+    from jetfm.tokenizers.store import train_tokenizer_on_store
+
+    cfg = load_config(TokenizerConfig, config, list(overrides or []))
+    out = train_tokenizer_on_store(
+        cfg, store, output, max_particles=max_particles, max_jets=max_jets
+    )
+    typer.echo(f"tokenizer: {out}")
+
+
+@tokenizer_app.command("eval")
+@_friendly
+def tokenizer_eval(
+    tokenizer: Path = typer.Argument(..., help="Tokenizer checkpoint folder."),
+    store: Path = typer.Option(..., "--store", help="Store to evaluate on."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Folder for quality.json, quality.md and plots."
+    ),
+    split: str = typer.Option("test", help="Split to evaluate on."),
+    max_jets: int = typer.Option(5000, help="Evaluate on at most this many jets."),
+    radius: float | None = typer.Option(
+        None, help="Jet radius for N-subjettiness (default: the store's)."
+    ),
+) -> None:
+    """Tokenization quality: feature resolution, jet observables after decode, codebook use, classifier test."""
+    from jetfm.evaluate.tokenizer_eval import evaluate_tokenizer_on_store
+
+    evaluate_tokenizer_on_store(
+        tokenizer, store, output, split=split, max_jets=max_jets, radius=radius
+    )
+    typer.echo((output / "quality.md").read_text(encoding="utf-8"))
+
+
+@app.command()
+@_friendly
+def tokenize(
+    tokenizer: Path = typer.Argument(..., help="Tokenizer checkpoint folder."),
+    store: Path = typer.Argument(..., help="Store whose shards get token ids stored beside them."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Encode every jet of a store and save the token ids beside its features (reproducible)."""
+    from jetfm.tokenizers.store import tokenize_store
+
+    tag = tokenize_store(tokenizer, store, progress=not quiet)
+    typer.echo(f"tokens: {store}/tokens/{tag}")
+
+
 @app.command()
 @_friendly
 def pretrain(
