@@ -1,0 +1,98 @@
+"""Generation speed: jets/s of autoregressive sampling with and without the KV cache.
+
+A GPT over particle tokens (OmniJet-alpha's setting: codebook 8192, so 8194 ids with START/STOP)
+samples jets of exactly ``--length`` particles (STOP forbidden until then, so both paths do the same
+work). Without the cache every step reruns the whole prefix (what OmniJet-alpha does), O(L^2) token
+passes per jet; with it each step feeds one token, O(L). Both paths are timed in the same run
+and take the same decisions up to float round-off (the fraction of identical jets is printed).
+Untrained weights: speed does not depend on training. Prints one table with the ratio; the
+target (issue 6) is >= 20x at 128 particles.
+
+    python benchmarks/generation_speed.py [--jets 32] [--length 128] [--models 4x128,8x256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from jetfm.models import Backbone, BackboneConfig, TokenHead
+from jetfm.models.sampler import SamplingConfig, generate_tokens, seeded_generator
+
+
+def build(depth: int, dim: int, vocab: int) -> tuple[Backbone, TokenHead]:
+    torch.manual_seed(0)
+    cfg = BackboneConfig(
+        dim=dim, depth=depth, heads=max(1, dim // 32), causal=True, input="tokens", vocab_size=vocab
+    )
+    return Backbone(cfg).eval(), TokenHead(dim, vocab, transform=False).eval()
+
+
+def run(
+    backbone: Backbone, head: TokenHead, vocab: int, n_jets: int, length: int, cache: bool
+) -> tuple[float, torch.Tensor]:
+    cfg = SamplingConfig(max_length=length, min_length=length, use_cache=cache)
+
+    def embed(tokens: torch.Tensor, labels: torch.Tensor | None, first: bool) -> torch.Tensor:
+        return backbone.embed(None, tokens)
+
+    sync = torch.cuda.synchronize if next(backbone.parameters()).is_cuda else None
+    t0 = time.perf_counter()
+    out = generate_tokens(
+        backbone,
+        head,
+        embed,
+        n_jets=n_jets,
+        start_id=vocab - 2,
+        stop_id=vocab - 1,
+        config=cfg,
+        generator=seeded_generator(0),
+    )
+    if sync is not None:
+        sync()
+    return time.perf_counter() - t0, out.ids.cpu()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jets", type=int, default=32, help="jets per batch (one batch per path)")
+    ap.add_argument("--length", type=int, default=128, help="particles per jet")
+    ap.add_argument("--codebook", type=int, default=8192)
+    ap.add_argument("--models", default="4x128,8x256", help="depth x width, comma-separated")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    vocab = args.codebook + 2
+    dev = torch.device(args.device)
+    print(
+        f"{args.jets} jets x {args.length} particles, vocabulary {vocab}, {dev}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    rows = []
+    for spec in args.models.split(","):
+        depth, dim = (int(v) for v in spec.lower().split("x"))
+        backbone, head = build(depth, dim, vocab)
+        backbone, head = backbone.to(dev), head.to(dev)
+        run(backbone, head, vocab, 4, 8, True)  # warm-up (allocator, kernels)
+        t_cache, ids_cache = run(backbone, head, vocab, args.jets, args.length, True)
+        t_full, ids_full = run(backbone, head, vocab, args.jets, args.length, False)
+        same = float((ids_cache == ids_full).all(dim=1).float().mean())
+        rows.append((spec, args.jets / t_cache, args.jets / t_full, t_full / t_cache, same))
+    print(
+        "\n| model (depth x width) | jets/s with KV cache | jets/s without | speed-up "
+        "| identical jets |"
+    )
+    print("|---|---:|---:|---:|---|")
+    for spec, a, b, r, same in rows:
+        print(f"| {spec} | {a:.1f} | {b:.2f} | {r:.1f}x | {100 * same:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Batched autoregressive sampling of token sequences from a causal backbone, with a KV cache.
+
+One sampler for every causal token model (next-token prediction, OmniJet-alpha style): the model is
+passed as three pieces, so this module needs no task and works for any head or embedding:
+
+* ``backbone`` - a causal :class:`~jetfm.models.backbone.Backbone` (``encode(h, mask, cache=)``);
+* ``head``     - hidden states (b, D) -> logits (b, V);
+* ``embed``    - ``embed(tokens (b, T), labels (b,) | None, first) -> h (b, T, D)``: embeds token ids
+  (and whatever else the model adds: class embedding on the START token when ``first`` is True,
+  continuous features of a hybrid model). ``first`` is True when ``tokens[:, 0]`` is the START token.
+
+Each step draws one token per unfinished jet. Why the choices:
+
+* **KV cache** (``use_cache=True``): one forward pass over the new token only, O(T) per step. The
+  uncached path reruns the whole prefix every step (what OmniJet-alpha does), O(T^2) in total; both
+  take identical decisions, which the tests check, so the uncached path is the reference.
+* **Inverse-CDF sampling with one uniform per jet and step**, drawn for the whole batch even for
+  finished jets: the random stream does not depend on which jets have finished or on cached vs
+  uncached logits, so the same seed gives the same jets in both modes (``torch.multinomial`` would
+  consume the generator in a shape-dependent way). The two paths compute logits in a different
+  float order (differences ~1e-6), so with thousands of near-equal probabilities a draw that lands
+  within that distance of a CDF boundary can still differ, rarely (the CDF is float64 to keep
+  this rare); for small vocabularies and trained (peaked) models they agree exactly.
+* **Finished jets leave the batch**: when a jet samples STOP its rows are dropped from the working
+  batch and from the cache (:meth:`KVCache.reorder`), so it costs nothing afterwards.
+* Filtering order: temperature, then top-k, then top-p (nucleus) on the renormalised distribution.
+  ``temperature = 0`` is greedy (argmax); ``top_k = 1`` gives the same sequences.
+* STOP is forbidden until ``min_length`` particles exist (default 1: no empty jets); START is never
+  sampled. A jet that reaches ``max_length`` without STOP is cut there (``stopped`` is False).
+
+Shapes: B jets, b unfinished jets, T sequence positions so far, D width, V vocabulary, N max_length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from jetfm.core.errors import ConfigError, InputError
+from jetfm.models.backbone import Backbone
+from jetfm.nn.attention import KVCache
+
+EmbedFn = Callable[[Tensor, Tensor | None, bool], Tensor]
+HeadFn = Callable[[Tensor], Tensor]
+
+PAD_ID = -1
+
+
+@dataclass
+class SamplingConfig:
+    """How tokens are drawn (see the module docstring).
+
+    ``top_k = 0`` and ``top_p = 1.0`` switch the filters off; ``temperature = 0`` is greedy.
+    """
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_length: int = 128  # particles per jet at most (the START/STOP tokens not counted)
+    min_length: int = 1  # STOP is forbidden before this many particles
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if not (self.temperature >= 0 and np.isfinite(self.temperature)):
+            raise ConfigError(
+                "a finite temperature >= 0", field="temperature", found=self.temperature
+            )
+        if self.top_k < 0:
+            raise ConfigError("top_k >= 0 (0 = off)", field="top_k", found=self.top_k)
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError("0 < top_p <= 1 (1 = off)", field="top_p", found=self.top_p)
+        if self.max_length < 1:
+            raise ConfigError("max_length >= 1", field="max_length", found=self.max_length)
+        if not 0 <= self.min_length <= self.max_length:
+            raise ConfigError(
+                f"0 <= min_length <= max_length ({self.max_length})",
+                field="min_length",
+                found=self.min_length,
+            )
+
+
+@dataclass
+class SampledTokens:
+    """Sampled jets: ``ids`` (B, N) int64 particle tokens, ``PAD_ID`` after the end; ``mask`` (B, N)
+    bool, True = real particle (always a prefix); ``stopped`` (B,) True where the jet sampled STOP
+    (False: cut at ``max_length``)."""
+
+    ids: Tensor
+    mask: Tensor
+    stopped: Tensor
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.mask.sum(dim=1)
+
+
+def seeded_generator(seed: int, *stream: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, *stream)`` through NumPy's SeedSequence, so that batch
+    ``i`` of seed ``s`` and batch ``j`` of seed ``t`` never share a stream by accident."""
+    state = np.random.SeedSequence([int(seed), *map(int, stream)]).generate_state(2, np.uint64)
+    return torch.Generator(device="cpu").manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Set logits (b, V) outside the top-k and outside the top-p nucleus to -inf.
+
+    The nucleus is the smallest set of most probable tokens whose probability reaches ``top_p``
+    (the most probable token is always kept). Ties at the k-th value are all kept.
+    """
+    neg = -float("inf")
+    V = logits.shape[-1]
+    if 0 < top_k < V:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (b, 1)
+        logits = logits.masked_fill(logits < kth, neg)
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (b, V)
+        probs = sorted_logits.softmax(dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability mass of strictly more probable tokens
+        drop_sorted = before >= top_p
+        drop_sorted[:, 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, neg)
+    return logits
+
+
+def choose_tokens(logits: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
+    """Pick one token per row of ``logits`` (b, V) (forbidden tokens already -inf) -> (b,) int64.
+
+    ``u`` (b,) are uniforms in [0, 1): the token is the first whose cumulative probability exceeds
+    ``u`` (inverse CDF). With ``temperature == 0`` the argmax is taken and ``u`` is ignored.
+    """
+    logits = logits.float()
+    if cfg.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p)
+    # float64: with ~8000 near-equal probabilities, float32 round-off in the CDF would let the
+    # ~1e-6 logit differences between cached and uncached passes flip a draw now and then
+    probs = logits.double().softmax(dim=-1)  # (b, V)
+    cdf = probs.cumsum(dim=-1)  # (b, V)
+    target = (u.to(cdf) * cdf[:, -1]).unsqueeze(-1)  # (b, 1), scaled so round-off cannot overrun
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # (b,)
+    idx = idx.clamp(max=logits.shape[-1] - 1)
+    # a zero-probability token can only be hit through round-off at its left edge: step past it
+    bad = probs.gather(1, idx[:, None]).squeeze(-1) <= 0
+    if bool(bad.any()):
+        idx = torch.where(bad, probs.argmax(dim=-1), idx)
+    return idx
+
+
+def _uniforms(generator: torch.Generator | None, B: int, device: torch.device) -> Tensor:
+    dev = generator.device if generator is not None else device
+    return torch.rand(B, generator=generator, device=dev).to(device)
+
+
+@torch.no_grad()
+def generate_tokens(
+    backbone: Backbone,
+    head: HeadFn,
+    embed: EmbedFn,
+    *,
+    n_jets: int,
+    start_id: int,
+    stop_id: int,
+    config: SamplingConfig | None = None,
+    labels: Tensor | None = None,
+    forbidden_ids: Sequence[int] = (),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> SampledTokens:
+    """Sample ``n_jets`` token sequences ``START t_1 ... t_n [STOP]`` (see the module docstring).
+
+    ``labels`` (B,) are passed to ``embed`` (class conditioning), restricted to the unfinished jets.
+    ``forbidden_ids`` are never sampled (START always is). A seeded ``generator`` (CPU or on the
+    model's device) makes the result reproducible for the same seed, batch size and settings.
+    """
+    cfg = config or SamplingConfig()
+    if not backbone.config.causal:
+        raise InputError("a causal backbone", field="backbone.causal", found=False)
+    if n_jets < 0:
+        raise InputError("n_jets >= 0", field="n_jets", found=n_jets)
+    if device is None:
+        device = next(backbone.parameters()).device
+    device = torch.device(device)
+    B, N = n_jets, cfg.max_length
+    ids = torch.full((B, N), PAD_ID, dtype=torch.long, device=device)
+    stopped = torch.zeros(B, dtype=torch.bool, device=device)
+    if B == 0:
+        return SampledTokens(ids, ids >= 0, stopped)
+    if labels is not None:
+        labels = torch.as_tensor(labels, device=device).long()
+        if labels.shape != (B,):
+            raise InputError(f"labels of shape ({B},)", field="labels", found=tuple(labels.shape))
+    never = torch.tensor(sorted({start_id, *forbidden_ids}), dtype=torch.long, device=device)
+
+    rows = torch.arange(B, device=device)  # original index of each unfinished jet
+    seq = torch.full((B, 1), start_id, dtype=torch.long, device=device)  # (b, T)
+    cache = KVCache() if cfg.use_cache else None
+    for step in range(N):
+        lab = None if labels is None else labels[rows]
+        if cache is not None:
+            h = embed(seq, lab, step == 0)  # (b, 1, D): the new token only
+            hid = backbone.encode(h, None, cache=cache)[:, -1]  # (b, D)
+        else:
+            h = embed(seq, lab, True)  # (b, T, D): the whole prefix again
+            hid = backbone.encode(h, None)[:, -1]
+        logits = head(hid).float()  # (b, V)
+        logits[:, never] = -float("inf")
+        if step < cfg.min_length:
+            logits[:, stop_id] = -float("inf")
+        u = _uniforms(generator, B, device)[rows]  # drawn for all B jets: stream independent of b
+        nxt = choose_tokens(logits, u, cfg)  # (b,)
+        done = nxt == stop_id
+        keep = ~done
+        ids[rows[keep], step] = nxt[keep]
+        stopped[rows[done]] = True
+        if not bool(keep.any()):
+            break
+        if bool(done.any()):
+            index = keep.nonzero().squeeze(-1)
+            rows, seq, nxt = rows[index], seq[index], nxt[index]
+            if cache is not None:
+                cache.reorder(index)
+        # the cache holds the prefix, so the cached path only keeps the newest token
+        seq = nxt[:, None] if cache is not None else torch.cat([seq, nxt[:, None]], dim=1)
+    mask = ids >= 0
+    return SampledTokens(ids=ids, mask=mask, stopped=stopped)

@@ -1,0 +1,170 @@
+"""The autoregressive sampler: KV cache == full-prefix reruns, filters, stop/max length, seeding."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from jetfm.core.errors import ConfigError, InputError
+from jetfm.evaluate.generation import sample_ntp_tokens
+from jetfm.models.sampler import (
+    SamplingConfig,
+    choose_tokens,
+    filter_logits,
+    seeded_generator,
+)
+
+from .conftest import CODEBOOK, make_task
+
+
+def _draw(task, n=24, seed=0, labels=None, **kw):
+    cfg = SamplingConfig(**{"max_length": 20, **kw})
+    return sample_ntp_tokens(task, n, cfg, labels=labels, generator=seeded_generator(seed))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"temperature": 0.0},
+        {"temperature": 1.0},
+        {"temperature": 1.3, "top_k": 5},
+        {"temperature": 0.8, "top_p": 0.7},
+    ],
+    ids=["greedy", "sampled", "top_k", "top_p"],
+)
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"n_classes": 2, "n_registers": 2},
+        {"input_kind": "hybrid"},
+    ],
+    ids=["conditional+registers", "hybrid"],
+)
+def test_cached_equals_uncached(kmeans_tokenizer, settings, model) -> None:
+    """Same seed: the KV-cache path and the rerun-the-whole-prefix path give identical jets."""
+    task = make_task(kmeans_tokenizer, **model)
+    labels = torch.tensor([0, 1] * 12) if model.get("n_classes") else None
+    a = _draw(task, labels=labels, use_cache=True, **settings)
+    b = _draw(task, labels=labels, use_cache=False, **settings)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.mask, b.mask)
+    assert torch.equal(a.stopped, b.stopped)
+    if settings["temperature"] > 0 or labels is not None:
+        # the untrained model stops at varied lengths, so jets really left the batch mid-way
+        assert len(set(a.lengths.tolist())) >= 2, a.lengths
+
+
+def test_output_layout_and_tokens(kmeans_tokenizer) -> None:
+    task = make_task(kmeans_tokenizer, n_classes=2)
+    out = _draw(task, labels=torch.zeros(24, dtype=torch.long))
+    n = out.mask.sum(1)
+    assert torch.equal(out.mask, torch.arange(20)[None] < n[:, None])  # real particles are a prefix
+    assert (n >= 1).all()  # min_length 1: no empty jet
+    assert ((out.ids[out.mask] >= 0) & (out.ids[out.mask] < CODEBOOK)).all()  # no START/STOP
+    assert (out.ids[~out.mask] == -1).all()
+    assert torch.equal(out.stopped, n < 20) or bool(out.stopped[n < 20].all())
+
+
+def test_top_k_one_is_greedy(kmeans_tokenizer) -> None:
+    task = make_task(kmeans_tokenizer, n_registers=1)
+    greedy = _draw(task, temperature=0.0)
+    k1 = _draw(task, temperature=1.0, top_k=1, seed=5)
+    p0 = _draw(task, temperature=1.0, top_p=1e-6, seed=6)
+    assert torch.equal(greedy.ids, k1.ids) and torch.equal(greedy.ids, p0.ids)
+    # greedy decoding ignores the seed
+    assert torch.equal(greedy.ids, _draw(task, temperature=0.0, seed=99).ids)
+
+
+def test_filter_logits_hand_computed() -> None:
+    p = torch.tensor([[0.5, 0.05, 0.3, 0.15]])
+    logits = p.log()
+    k2 = filter_logits(logits, top_k=2)
+    assert torch.isfinite(k2).tolist() == [[True, False, True, False]]
+    # nucleus: mass before each token in sorted order is 0, 0.5, 0.8, 0.95 -> keep while < top_p
+    assert torch.isfinite(filter_logits(logits, top_p=0.8)).tolist() == [[True, False, True, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.81)).tolist() == [[True, False, True, True]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.3)).tolist() == [
+        [True, False, False, False]
+    ]
+    assert torch.equal(filter_logits(logits), logits)
+
+
+def test_choose_tokens_restricts_support_and_matches_probabilities() -> None:
+    """Inverse-CDF draws follow the filtered, renormalised distribution and never leave its support."""
+    p = torch.tensor([0.4, 0.05, 0.25, 0.2, 0.1])
+    n = 20000
+    logits = p.log().expand(n, -1).clone()
+    u = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    for cfg, support in (
+        (SamplingConfig(top_k=3), [0, 2, 3]),
+        (SamplingConfig(top_p=0.6), [0, 2]),
+        (SamplingConfig(), [0, 1, 2, 3, 4]),
+    ):
+        idx = choose_tokens(logits, u, cfg)
+        freq = torch.bincount(idx, minlength=5).float() / n
+        expect = torch.zeros(5)
+        expect[support] = p[support] / p[support].sum()
+        assert set(idx.unique().tolist()) == set(support)
+        assert torch.allclose(freq, expect, atol=4 * math.sqrt(0.25 / n)), (freq, expect)
+    # temperature sharpens: at T = 0.5 probabilities go as p^2
+    idx = choose_tokens(logits, u, SamplingConfig(temperature=0.5))
+    p2 = p**2 / (p**2).sum()
+    assert torch.allclose(torch.bincount(idx, minlength=5).float() / n, p2, atol=0.015)
+
+
+def test_stop_token_ends_sequences(kmeans_tokenizer) -> None:
+    task = make_task(kmeans_tokenizer)
+    with torch.no_grad():
+        task.head.proj.bias[task.stop_id] = 50.0  # STOP as soon as it is allowed
+    out = _draw(task)
+    assert out.lengths.tolist() == [1] * 24 and out.stopped.all()
+    assert (out.ids[:, 1:] == -1).all()
+    out3 = _draw(task, min_length=3)
+    assert out3.lengths.tolist() == [3] * 24 and out3.stopped.all()
+    uncached = _draw(task, min_length=3, use_cache=False)
+    assert torch.equal(out3.ids, uncached.ids)
+
+
+def test_max_length_respected(kmeans_tokenizer) -> None:
+    task = make_task(kmeans_tokenizer)
+    with torch.no_grad():
+        task.head.proj.bias[task.stop_id] = -50.0  # never stop by itself
+        task.head.proj.bias[task.start_id] = 50.0  # START is forbidden however likely
+    out = _draw(task, max_length=7)
+    assert out.ids.shape == (24, 7)
+    assert out.lengths.tolist() == [7] * 24 and not out.stopped.any()
+    assert (out.ids < CODEBOOK).all()
+
+
+def test_seeded_reproducibility(kmeans_tokenizer) -> None:
+    task = make_task(kmeans_tokenizer, n_classes=2)
+    lab = torch.ones(24, dtype=torch.long)
+    a = _draw(task, labels=lab, seed=3)
+    b = _draw(task, labels=lab, seed=3)
+    c = _draw(task, labels=lab, seed=4)
+    assert torch.equal(a.ids, b.ids)
+    assert not torch.equal(a.ids, c.ids)
+    # class conditioning changes what is drawn with the same random numbers
+    assert not torch.equal(a.ids, _draw(task, labels=torch.zeros(24, dtype=torch.long), seed=3).ids)
+    # distinct streams for distinct (seed, batch) pairs
+    g = [seeded_generator(s, i).initial_seed() for s in range(3) for i in range(3)]
+    assert len(set(g)) == 9
+
+
+def test_bad_settings(kmeans_tokenizer) -> None:
+    with pytest.raises(ConfigError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(ConfigError, match="temperature"):
+        SamplingConfig(temperature=-1.0)
+    with pytest.raises(ConfigError, match="min_length"):
+        SamplingConfig(max_length=4, min_length=5)
+    with pytest.raises(ConfigError, match="top_k"):
+        SamplingConfig(top_k=-2)
+    task = make_task(kmeans_tokenizer, n_classes=2)
+    with pytest.raises(InputError, match="labels"):
+        _draw(task)  # a conditional model needs labels
+    with pytest.raises(InputError, match="label"):
+        _draw(task, labels=torch.full((24,), 2))
+    with pytest.raises(InputError, match="labels"):
+        _draw(make_task(kmeans_tokenizer), labels=torch.zeros(24, dtype=torch.long))
