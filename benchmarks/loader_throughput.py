@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jetfm.data.features import Preprocessing  # noqa: E402
-from jetfm.data.loader import LoaderConfig, make_dataloader  # noqa: E402
-from jetfm.data.store import Store, finalize_store, write_shard  # noqa: E402
-from tests.conftest import make_toy_jets  # noqa: E402
+from tests.conftest import make_toy_jets
+
+from jetfm.data.features import Preprocessing
+from jetfm.data.loader import LoaderConfig, make_dataloader
+from jetfm.data.store import Store, finalize_store, write_shard
 
 
 def main() -> None:
@@ -34,7 +35,9 @@ def main() -> None:
         t0 = time.perf_counter()
         for k, start in enumerate(range(0, args.jets, args.shard_size)):
             n = min(args.shard_size, args.jets - start)
-            write_shard(root, f"train-{k:04d}", make_toy_jets(n, seed=k, mean_mult=55.0), split="train")
+            write_shard(
+                root, f"train-{k:04d}", make_toy_jets(n, seed=k, mean_mult=55.0), split="train"
+            )
         finalize_store(root, classes=["QCD", "Tbqq"], source={"generator": "toy"})
         print(f"wrote {args.jets} toy jets in {time.perf_counter() - t0:.1f} s")
         store = Store(root)
@@ -45,7 +48,10 @@ def main() -> None:
             for workers in (0, 2):
                 for bucketing in (False, True):
                     cfg = LoaderConfig(
-                        batch_size=args.batch_size, max_particles=128, num_workers=workers, bucketing=bucketing
+                        batch_size=args.batch_size,
+                        max_particles=128,
+                        num_workers=workers,
+                        bucketing=bucketing,
                     )
                     list(make_dataloader(root, "train", pre, cfg))  # warm the page cache
                     t0 = time.perf_counter()
@@ -56,7 +62,7 @@ def main() -> None:
                         tot += b["mask"].numel()
                     dt = time.perf_counter() - t0
                     rows.append((fs, workers, bucketing, n_jets / dt, 1 - real / tot))
-    print(f"\n| features | workers | bucketing | jets/s | padding fraction | ratio to 50k target |")
+    print("\n| features | workers | bucketing | jets/s | padding fraction | ratio to 50k target |")
     print("|---|---|---|---|---|---|")
     for fs, w, bk, rate, pad in rows:
         print(f"| {fs} | {w} | {bk} | {rate:,.0f} | {pad:.2f} | {rate / 50_000:.2f} |")
