@@ -265,6 +265,19 @@ def quickstart(
     run_quickstart(cfg, log=typer.echo)
 
 
+@app.command()
+@_friendly
+def report(
+    run_dir: Path = typer.Argument(
+        ..., help="A quickstart run folder (finished or partly finished)."
+    ),
+) -> None:
+    """Rebuild the static HTML report of a run folder from its stage outputs."""
+    from jetfm.pipeline import build_run_report
+
+    typer.echo(f"report: {build_run_report(run_dir)}")
+
+
 def _print_store(root: Path) -> None:
     from jetfm.data.simulate import format_summary, summarize
     from jetfm.data.store import Store
