@@ -251,7 +251,7 @@ def _sweep_labels(cfg: QuickstartConfig) -> list[int]:
     per_class = _sim_cfg(cfg).jets_per_class * cfg.simulation.train_fraction
     avail = int(per_class * len(cfg.sweep_classes))
     labels = [n for n in cfg.sweep_labels if n <= avail - len(cfg.sweep_classes)]
-    return labels or [min(cfg.sweep_labels)]
+    return labels or [max(len(cfg.sweep_classes), avail // 2)]  # tiny runs: half of what there is
 
 
 def _sweep_dict(

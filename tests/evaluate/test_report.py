@@ -2,8 +2,6 @@
 
 import json
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 from jetfm.core.errors import InputError
 from jetfm.evaluate.plots import loss_curves, save_figure
 from jetfm.evaluate.report import Image, Section, Table, build_report
+from tests.chromium import loaded_images, needs_chromium
 
 
 class _Collector(HTMLParser):
@@ -96,42 +95,10 @@ def test_report_rejects_missing_or_escaping_images(tmp_path):
     assert not (tmp_path / "report.html").exists()
 
 
-_COUNT_SCRIPT = (
-    "<script>window.addEventListener('load', function () {"
-    " var imgs = Array.from(document.images);"
-    " document.title = 'loaded ' + imgs.filter(function (i) {"
-    " return i.complete && i.naturalWidth > 0; }).length + ' of ' + imgs.length; });</script>"
-)
-
-
-@pytest.mark.skipif(
-    shutil.which("chromium") is None,
-    reason="chromium not installed (Debian: apt-get install chromium); headless render check skipped",
-)
+@needs_chromium
 def test_report_renders_in_headless_chromium(tmp_path):
     out = _small_report(tmp_path)
-    # a copy beside the report (same relative image paths) with a script that counts loaded images
-    probe = tmp_path / "probe.html"
-    probe.write_text(out.read_text(encoding="utf-8").replace("</body>", _COUNT_SCRIPT + "</body>"))
-    cmd = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        probe.as_uri(),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-    assert res.returncode == 0, res.stderr[-2000:]
-    title = re.search(r"<title>(.*?)</title>", res.stdout)
-    assert title is not None, res.stdout[:500]
-    assert title.group(1) == "loaded 3 of 3"
+    assert loaded_images(out, tmp_path) == (3, 3)
 
 
 def test_package_versions_and_default_config(tmp_path):
