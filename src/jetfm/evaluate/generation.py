@@ -168,33 +168,9 @@ class GenerationEvalConfig:
 
 
 # ================================================================================= sampling
-def _token_features(tokenizer: Any, tokens: Tensor, codebook_size: int) -> Tensor:
-    """Decoded standardised features (b, T, F) of particle tokens, zero for special tokens.
-
-    Every token is decoded on its own (as a one-particle jet), so a jet-conditional tokenizer gives
-    the same features whether the prefix is fed at once (uncached) or token by token (cached).
-    """
-    b, T = tokens.shape
-    real = (tokens >= 0) & (tokens < codebook_size)
-    flat = tokens.clamp(0, codebook_size - 1).reshape(b * T, 1)
-    x = tokenizer.decode(flat, real.reshape(b * T, 1))  # (b T, 1, F)
-    return x.reshape(b, T, -1).to(tokens.device)
-
-
 def ntp_embed_fn(task: Any) -> EmbedFn:
-    """The ``embed`` callable of :func:`~jetfm.models.sampler.generate_tokens` for an NTPTask.
-
-    Token embedding (+ decoded features for a ``hybrid`` backbone) + the class embedding on the
-    START token (``first``), exactly as :meth:`NTPTask.loss` embeds training sequences.
-    """
-    hybrid = task.config.backbone.input == "hybrid"
-    K = int(task.codebook_size)
-
-    def embed(tokens: Tensor, labels: Tensor | None, first: bool) -> Tensor:
-        feats = _token_features(task.tokenizer, tokens, K) if hybrid else None
-        return task._embed(tokens, feats, labels, first)
-
-    return embed
+    """The ``embed`` callable of :func:`~jetfm.models.sampler.generate_tokens` for an NTPTask."""
+    return task.embed_tokens
 
 
 def sample_ntp_tokens(

@@ -32,7 +32,6 @@ from torch import Tensor, nn
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone, BackboneConfig
 from jetfm.models.heads import TokenHead
-from jetfm.nn.attention import KVCache
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 
 IGNORE_ID = -100
@@ -174,6 +173,25 @@ class NTPTask(Task):
         return out
 
     # ------------------------------------------------------------------ sampling
+    def embed_tokens(self, tokens: Tensor, labels: Tensor | None, first: bool) -> Tensor:
+        """Embed a (prefix of a) token sequence (b, T) exactly as :meth:`loss` does.
+
+        For a ``hybrid`` backbone each particle token is decoded on its own (as a one-particle jet),
+        so the features are the same whether a prefix is fed at once or token by token (KV cache).
+        """
+        feats = None
+        if self.config.backbone.input == "hybrid":
+            b, T = tokens.shape
+            K = self.codebook_size
+            real = (tokens >= 0) & (tokens < K)
+            flat = tokens.clamp(0, K - 1).reshape(b * T, 1)
+            feats = (
+                self.tokenizer.decode(flat, real.reshape(b * T, 1))
+                .reshape(b, T, -1)
+                .to(tokens.device)
+            )
+        return self._embed(tokens, feats, labels, first)
+
     @torch.no_grad()
     def generate(
         self,
@@ -183,55 +201,43 @@ class NTPTask(Task):
         labels: Tensor | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
+        top_p: float = 1.0,
+        min_length: int = 1,
+        use_cache: bool = True,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Sample jets token by token -> ids (B, max_particles) (-1 after STOP) and mask (B, N).
 
-        Every jet gets at least one particle (STOP is forbidden at the first step) and at most
-        ``max_particles``. One forward pass per step over the new token only (KV cache).
+        Delegates to the one sampler, :func:`jetfm.models.sampler.generate_tokens` (KV cache,
+        temperature / top-k / top-p, STOP forbidden before ``min_length``; temperature 0 = greedy).
         """
-        if temperature <= 0:
-            raise InputError("temperature > 0", field="temperature", found=temperature)
-        dev = self.head.proj.weight.device
-        B = n_jets
-        F_ = self.config.backbone.n_features
-        cache = KVCache()
-        tok = torch.full((B, 1), self.start_id, dtype=torch.long, device=dev)
-        feat = torch.zeros(B, 1, F_, device=dev)
-        if labels is not None:
-            labels = labels.to(dev)
-        alive = torch.ones(B, dtype=torch.bool, device=dev)
-        ids_out: list[Tensor] = []
-        masks_out: list[Tensor] = []
-        for step in range(max_particles):
-            h = self._embed(tok, feat, labels, first=step == 0)
-            hid = self.backbone.encode(h, alive[:, None], cache=cache)  # (B, 1, D)
-            logits = self.head(hid[:, 0]).float() / temperature  # (B, V)
-            logits[:, self.start_id] = -float("inf")
-            if step == 0:
-                logits[:, self.stop_id] = -float("inf")
-            if top_k is not None and top_k < logits.shape[-1]:
-                kth = logits.topk(top_k, dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, -float("inf"))
-            probs = logits.softmax(-1)
-            if generator is not None and generator.device != probs.device:
-                probs = probs.to(generator.device)  # a seeded CPU generator drives CUDA sampling
-            nxt = torch.multinomial(probs, 1, generator=generator).to(dev)  # (B, 1)
-            alive = alive & (nxt[:, 0] != self.stop_id)
-            ids_out.append(nxt.masked_fill(~alive[:, None], -1))
-            masks_out.append(alive[:, None].clone())
-            if not bool(alive.any()):
-                break
-            tok = nxt.masked_fill(~alive[:, None], self.stop_id)
-            if self.config.backbone.input == "hybrid":
-                feat = self.tokenizer.decode(tok.clamp(max=self.codebook_size - 1), alive[:, None])
-        ids = torch.cat(ids_out, dim=1)
-        mask = torch.cat(masks_out, dim=1)
-        pad = max_particles - ids.shape[1]
-        if pad > 0:
-            ids = F.pad(ids, (0, pad), value=-1)
-            mask = F.pad(mask, (0, pad), value=False)
-        return ids, mask
+        from jetfm.models.sampler import SamplingConfig, generate_tokens
+
+        cfg = SamplingConfig(
+            temperature=temperature,
+            top_k=top_k or 0,
+            top_p=top_p,
+            max_length=max_particles,
+            min_length=min_length,
+            use_cache=use_cache,
+        )
+        was_training = self.training
+        self.eval()
+        try:
+            out = generate_tokens(
+                self.backbone,
+                self.head,
+                self.embed_tokens,
+                n_jets=n_jets,
+                start_id=self.start_id,
+                stop_id=self.stop_id,
+                config=cfg,
+                labels=labels,
+                generator=generator,
+            )
+        finally:
+            self.train(was_training)
+        return out.ids, out.mask
 
     @torch.no_grad()
     def generate_features(
