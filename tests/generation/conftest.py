@@ -16,15 +16,6 @@ from tests.conftest import make_toy_jets
 CODEBOOK = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (a busy 2-core machine makes OpenMP spin)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def kmeans_tokenizer() -> KMeansTokenizer:
     """A fitted k-means tokenizer (K = 16) on kin3 features of toy jets, with its preprocessing."""

@@ -16,12 +16,3 @@ def tokenizer() -> GridTokenizer:
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     return synthetic_batch()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; with two, a busy 2-core machine makes OpenMP spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -6,15 +6,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; with two, a busy 2-core machine makes OpenMP spin."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gaussian_mixture_jets(
     n_jets: int, n_max: int = 24, seed: int = 0, n_components: int = 6, spread: float = 0.3
 ) -> dict[str, torch.Tensor]:
