@@ -246,6 +246,41 @@ def pretrain(
 
 @app.command()
 @_friendly
+def sample(
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = typer.Argument(
+        None, help="key=value overrides, e.g. checkpoint=runs/ntp n_jets=1000."
+    ),
+    set_: list[str] | None = SetOpt,
+) -> None:
+    """Generate jets from a next-token checkpoint (KV-cached sampling) into a native store."""
+    from jetfm.core.config import load_config
+    from jetfm.evaluate.generation import SampleConfig, sample_from_config
+
+    cfg = load_config(SampleConfig, config, [*(overrides or []), *(set_ or [])])
+    typer.echo(f"store: {sample_from_config(cfg, progress=True)}")
+
+
+@app.command("evaluate-generation")
+@_friendly
+def evaluate_generation(
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = typer.Argument(
+        None, help="key=value overrides, e.g. generated=... reference=..."
+    ),
+    set_: list[str] | None = SetOpt,
+) -> None:
+    """Score a generated store against simulation: KL in quantile bins, W1M/W1P/W1EFP, FPD, KPD, with floors."""
+    from jetfm.core.config import load_config
+    from jetfm.evaluate.generation import GenerationEvalConfig, evaluate_generation_from_config
+
+    cfg = load_config(GenerationEvalConfig, config, [*(overrides or []), *(set_ or [])])
+    evaluate_generation_from_config(cfg)
+    typer.echo((Path(cfg.out_dir) / "metrics.md").read_text(encoding="utf-8"))
+
+
+@app.command()
+@_friendly
 def quickstart(
     config: Path | None = ConfigOpt,
     run_dir: Path | None = typer.Option(
