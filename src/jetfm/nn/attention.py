@@ -47,30 +47,67 @@ def causal_allowed(key_mask: Tensor, offset: int = 0) -> Tensor:
 class KVCache:
     """Keys/values of earlier positions, one entry per layer, for incremental (causal) decoding.
 
-    ``keys[i]``/``values[i]``: (B, H, M, d) for layer ``i``; ``mask``: (B, M) bool, True = real.
-    Layers append in :meth:`MultiHeadAttention.forward`; the encoder appends the mask once per step.
+    Buffers are preallocated and grown geometrically, and every step writes the new keys/values in
+    place: appending with ``torch.cat`` copied the whole prefix at every step and layer (O(T^2)
+    memory traffic), which dominated cached sampling on the CPU.
+
+    A step is: :meth:`extend_mask` (the mask of cached + new positions), :meth:`append` once per
+    layer (the layer's keys/values of cached + new positions), then :meth:`commit`.
+    ``keys[i]``/``values[i]``: buffers (B, H, capacity, d) of layer ``i``; only ``[:length]`` is valid.
     """
 
     keys: list[Tensor | None] = field(default_factory=list)
     values: list[Tensor | None] = field(default_factory=list)
-    mask: Tensor | None = None
+    mask_buffer: Tensor | None = None  # (B, capacity) bool
+    length: int = 0  # committed positions
 
     @property
-    def length(self) -> int:
-        return 0 if self.mask is None else int(self.mask.shape[1])
+    def mask(self) -> Tensor | None:
+        """(B, length) bool, True = real cached position."""
+        return None if self.mask_buffer is None else self.mask_buffer[:, : self.length]
 
-    def layer(self, i: int) -> tuple[Tensor | None, Tensor | None]:
+    @staticmethod
+    def _fit(buf: Tensor | None, like: Tensor, needed: int, dim: int) -> Tensor:
+        """``buf`` if it holds ``needed`` positions along ``dim``, else a larger copy (capacity x2)."""
+        if buf is not None and buf.shape[dim] >= needed:
+            return buf
+        old = 0 if buf is None else buf.shape[dim]
+        shape = list(like.shape)
+        shape[dim] = max(needed, 2 * old, 16)
+        new = like.new_zeros(shape)
+        if buf is not None:
+            new.narrow(dim, 0, old).copy_(buf)
+        return new
+
+    def extend_mask(self, mask: Tensor) -> Tensor:
+        """Write the new positions' mask (B, N) after the cached ones; return (B, length + N)."""
+        n = self.length + mask.shape[1]
+        self.mask_buffer = self._fit(self.mask_buffer, mask, n, 1)
+        self.mask_buffer[:, self.length : n] = mask
+        return self.mask_buffer[:, :n]
+
+    def append(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store layer ``i``'s new keys/values (B, H, N, d); return those of all positions so far."""
         while len(self.keys) <= i:
             self.keys.append(None)
             self.values.append(None)
-        return self.keys[i], self.values[i]
+        n = self.length + k.shape[2]
+        kb = self.keys[i] = self._fit(self.keys[i], k, n, 2)
+        vb = self.values[i] = self._fit(self.values[i], v, n, 2)
+        kb[:, :, self.length : n] = k
+        vb[:, :, self.length : n] = v
+        return kb[:, :, :n], vb[:, :, :n]
+
+    def commit(self, n_new: int) -> None:
+        """The step's positions are now part of the cache."""
+        self.length += n_new
 
     def reorder(self, index: Tensor) -> None:
         """Keep/duplicate jets ``index`` (B',) of the batch (for beam search or dropping done jets)."""
         self.keys = [None if k is None else k.index_select(0, index) for k in self.keys]
         self.values = [None if v is None else v.index_select(0, index) for v in self.values]
-        if self.mask is not None:
-            self.mask = self.mask.index_select(0, index)
+        if self.mask_buffer is not None:
+            self.mask_buffer = self.mask_buffer.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):
@@ -121,12 +158,8 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self._split(q), self._split(k), self._split(v)  # (B, H, N or M_new, d)
         offset = 0
         if cache is not None:
-            k_old, v_old = cache.layer(layer_index)
-            if k_old is not None:
-                offset = k_old.shape[2]
-                k = torch.cat([k_old, k], dim=2)
-                v = torch.cat([v_old, v], dim=2)
-            cache.keys[layer_index], cache.values[layer_index] = k, v
+            offset = cache.length
+            k, v = cache.append(layer_index, k, v)  # (B, H, offset + N, d)
         if causal:
             allowed = causal_allowed(key_mask, offset=offset)  # (B, 1, N, M)
         else:

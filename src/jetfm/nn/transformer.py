@@ -144,11 +144,10 @@ class TransformerEncoder(nn.Module):
         if cache is not None:
             if not self.causal:
                 raise ValueError("a KV cache needs a causal encoder")
-            if cache.mask is not None:
-                key_mask = torch.cat([cache.mask, mask], dim=1)  # (B, M_old + N)
+            key_mask = cache.extend_mask(mask)  # (B, M_old + N)
         for i, block in enumerate(self.blocks):
             x = block(x, key_mask, causal=self.causal, cache=cache, layer_index=i)
         if cache is not None:
-            cache.mask = key_mask
+            cache.commit(N)
         x = self.norm(x)
         return x.masked_fill(~mask[..., None], 0.0)
