@@ -246,6 +246,86 @@ def pretrain(
 
 @app.command()
 @_friendly
+def finetune(
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = typer.Argument(
+        None, help="key.sub=value overrides, e.g. regime=frozen data.n_labels=1000."
+    ),
+    set_: list[str] | None = SetOpt,
+    overwrite: bool = typer.Option(False, help="Replace an existing output folder."),
+) -> None:
+    """Fine-tune a pre-trained backbone (or train from scratch) as a jet tagger; saves a classifier checkpoint."""
+    from jetfm.core.config import load_config
+    from jetfm.train.finetune import FinetuneConfig
+    from jetfm.train.finetune import finetune as run_finetune
+
+    cfg = load_config(FinetuneConfig, config, [*(overrides or []), *(set_ or [])])
+    typer.echo(f"classifier: {run_finetune(cfg, overwrite=overwrite)}")
+
+
+@app.command()
+@_friendly
+def sweep(
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = typer.Argument(
+        None, help="key.sub=value overrides, e.g. n_labels=[100,1000]."
+    ),
+    set_: list[str] | None = SetOpt,
+) -> None:
+    """Data-efficiency grid: labelled jets x regime (frozen/finetune/scratch) x seeds; resumable; table + plots."""
+    from jetfm.core.config import load_config
+    from jetfm.evaluate.sweep import SweepConfig, run_sweep
+
+    cfg = load_config(SweepConfig, config, [*(overrides or []), *(set_ or [])])
+    res = run_sweep(cfg, progress=typer.echo)
+    typer.echo((res.output_dir / "summary.md").read_text(encoding="utf-8"))
+
+
+@app.command()
+@_friendly
+def cwola(
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = typer.Argument(None, help="key.sub=value overrides."),
+    set_: list[str] | None = SetOpt,
+) -> None:
+    """Weak supervision (CWoLa): train on two mixed samples, evaluate on truth; significance improvement vs signal."""
+    from jetfm.core.config import load_config
+    from jetfm.evaluate.cwola_study import CwolaConfig, run_cwola
+
+    cfg = load_config(CwolaConfig, config, [*(overrides or []), *(set_ or [])])
+    run_cwola(cfg, progress=typer.echo)
+
+
+@app.command()
+@_friendly
+def predict(
+    classifier: Path = typer.Argument(
+        ..., help="Classifier checkpoint (or fine-tuning run) folder."
+    ),
+    store: Path = typer.Argument(..., help="Store to score."),
+    split: str = typer.Option("test", help="Split to score."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="HDF5 file to write."),
+) -> None:
+    """Write per-jet class scores for a store split (HDF5, with metrics when labels allow)."""
+    from jetfm.evaluate.predict import predict as run_predict
+
+    typer.echo(f"scores: {run_predict(classifier, store, split, output)}")
+
+
+@app.command()
+@_friendly
+def export(
+    classifier: Path = typer.Argument(..., help="Classifier checkpoint folder."),
+    output: Path = typer.Argument(..., help="ONNX file to write."),
+) -> None:
+    """Export a fine-tuned tagger to ONNX (dynamic batch and particle count); checked against PyTorch."""
+    from jetfm.evaluate.predict import export_classifier
+
+    typer.echo(f"onnx: {export_classifier(classifier, output)}")
+
+
+@app.command()
+@_friendly
 def sample(
     config: Path | None = ConfigOpt,
     overrides: list[str] | None = typer.Argument(
