@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from jetfm.core.atomic import write_json_atomic, write_text_atomic
 from jetfm.data.loader import load_padded
 from jetfm.data.store import Store
@@ -46,7 +48,13 @@ def evaluate_tokenizer_on_store(
     tok.eval()
     pre = tok.preprocessing_object()
     store = Store(store_root)
-    data = load_padded(store.root, split, pre, max_particles=pre.max_particles, limit=max_jets)
+    data = load_padded(store.root, split, pre, max_particles=pre.max_particles)
+    if max_jets is not None and max_jets < len(data["x"]):
+        # shards hold one class each: a seeded random subset, not the first jets in store order
+        keep = torch.randperm(len(data["x"]), generator=torch.Generator().manual_seed(seed))[
+            :max_jets
+        ]
+        data = {k: v[keep.sort().values] for k, v in data.items()}
     r = store_jet_radius(store) if radius is None else radius
     result = evaluate_tokenizer(tok, data, pre, R=r, classifier=classifier, seed=seed)
     out = Path(out_dir)
