@@ -160,6 +160,14 @@ class MultiHeadAttention(nn.Module):
         if cache is not None:
             offset = cache.length
             k, v = cache.append(layer_index, k, v)  # (B, H, offset + N, d)
+        if cache is not None and N == 1:
+            # one new position per step (incremental decoding): it may see every real cached key and
+            # itself, so causality is just the padding mask; plain matmuls beat the SDPA kernel's
+            # per-call overhead at this size (B, H, 1, M)
+            scores = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5  # (B, H, 1, M)
+            scores = scores.masked_fill(~key_padding_allowed(key_mask), float("-inf"))
+            out = scores.softmax(dim=-1) @ v  # (B, H, 1, d)
+            return self.out(out.transpose(1, 2).reshape(B, N, D))
         if causal:
             allowed = causal_allowed(key_mask, offset=offset)  # (B, 1, N, M)
         else:
