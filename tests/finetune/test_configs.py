@@ -35,7 +35,7 @@ def test_recipe_parses(name: str) -> None:
 def test_transfer_recipes_say_how_to_run_them() -> None:
     for name in ("transfer_unseen_classes.yaml", "transfer_new_tune.yaml", "transfer_real_qg.yaml"):
         text = (CONFIGS / name).read_text()
-        assert "jetfm pretrain" in text and "jetfm sweep configs/" + name in text
+        assert "jetfm pretrain" in text and "jetfm sweep -c configs/" + name in text
 
 
 def test_unknown_keys_and_bad_values_are_errors(tmp_path: Path) -> None:
