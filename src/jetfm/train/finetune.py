@@ -526,7 +526,7 @@ def finetune(
     bs, maxp = cfg.loader.batch_size, cfg.loader.max_particles
     if labelled is None and cfg.data.n_labels is None and not cfg.data.classes:
         train_factory: Any = functools.partial(
-            _stream, store.root, cfg.data.train_split, pre, cfg.loader
+            make_dataloader, store.root, cfg.data.train_split, pre, cfg.loader
         )
         n_train = store.n_jets(cfg.data.train_split)
         counts = np.bincount(split_labels(store, cfg.data.train_split), minlength=len(class_names))
@@ -591,26 +591,3 @@ def finetune(
     if not cfg.keep_checkpoints:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return out
-
-
-def _stream(
-    root: Path,
-    split: str,
-    pre: Preprocessing,
-    loader_cfg: LoaderConfig,
-    *,
-    rank: int,
-    world_size: int,
-    epoch: int,
-    start_batch: int,
-) -> Any:
-    return make_dataloader(
-        root,
-        split,
-        pre,
-        loader_cfg,
-        rank=rank,
-        world_size=world_size,
-        epoch=epoch,
-        start_batch=start_batch,
-    )

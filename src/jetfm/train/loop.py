@@ -191,6 +191,7 @@ def pretrain(
     :func:`jetfm.tasks.build_task`, writes the resolved ``config.yaml`` and trains with :func:`fit`.
     """
     from jetfm.data.features import Preprocessing
+    from jetfm.data.loader import make_dataloader
     from jetfm.data.store import Store
     from jetfm.tasks import build_task, parse_task_config
 
@@ -208,12 +209,12 @@ def pretrain(
         save_config(cfg, run_dir / "config.yaml")
         pre.save(run_dir / "preprocessing.json")
     train_factory = functools.partial(
-        _make_loader, store.root, cfg.data.train_split, pre, cfg.loader
+        make_dataloader, store.root, cfg.data.train_split, pre, cfg.loader
     )
     val_factory = None
     if cfg.data.val_split is not None:
         val_factory = functools.partial(
-            _make_loader, store.root, cfg.data.val_split, pre, cfg.loader
+            make_dataloader, store.root, cfg.data.val_split, pre, cfg.loader
         )
     fit(
         task,
@@ -225,31 +226,6 @@ def pretrain(
         meta={"task": task_name, "data_hash": store.content_hash, "store": str(store.root)},
     )
     return run_dir
-
-
-def _make_loader(
-    root: Path,
-    split: str,
-    pre: Any,
-    loader_cfg: Any,
-    *,
-    rank: int,
-    world_size: int,
-    epoch: int,
-    start_batch: int,
-) -> Any:
-    from jetfm.data.loader import make_dataloader
-
-    return make_dataloader(
-        root,
-        split,
-        pre,
-        loader_cfg,
-        rank=rank,
-        world_size=world_size,
-        epoch=epoch,
-        start_batch=start_batch,
-    )
 
 
 def _preprocessing(cfg: PretrainConfig, run_dir: Path, store: Any, cls: Any) -> Any:
