@@ -142,6 +142,20 @@ class JetBatch:
             jets={k: v[idx] for k, v in self.jets.items()},
         )
 
+    def truncate(self, n_max: int) -> JetBatch:
+        """Each jet keeps its first ``n_max`` particles (the highest-pT ones; jet fields unchanged)."""
+        counts = self.counts()
+        kept = np.minimum(counts, n_max)
+        offsets = np.zeros(self.n_jets + 1, dtype=np.int64)
+        np.cumsum(kept, out=offsets[1:])
+        take = np.repeat(self.offsets[:-1] - offsets[:-1], kept) + np.arange(offsets[-1])
+        jets = dict(self.jets)
+        if "n_particles" in jets:
+            jets["n_particles"] = kept.astype(jets["n_particles"].dtype)
+        return JetBatch(
+            offsets=offsets, particles={k: v[take] for k, v in self.particles.items()}, jets=jets
+        )
+
     @staticmethod
     def concatenate(batches: list[JetBatch]) -> JetBatch:
         """Join batches that carry the same fields."""

@@ -146,6 +146,9 @@ class GenerationEvalConfig:
     seed: int = 0
     plots: bool = True
     massless: bool = True  # jet observables of every sample from massless constituents (E = |p|)
+    # cut the reference jets to the sampler's max_length (highest-pT particles), as the generated and
+    # tokenized jets are: a model capped at N particles is judged against what it can represent
+    match_max_particles: bool = True
 
     def __post_init__(self) -> None:
         self.generated, self.reference, self.out_dir = (
@@ -824,6 +827,9 @@ def evaluate_generation_from_config(
             found=(gen.n_jets, ref.n_jets, ref2.n_jets),
         )
     gen, ref, ref2 = (b.select(np.arange(n)) for b in (gen, ref, ref2))
+    max_len = gen_store.manifest.get("source", {}).get("sampling", {}).get("max_length")
+    if cfg.match_max_particles and max_len is not None:
+        ref, ref2 = ref.truncate(int(max_len)), ref2.truncate(int(max_len))
     kw = {"jet_radius": radius, "massless": cfg.massless}
     s_gen = jet_sample_from_batch(gen, **kw)
     s_ref = jet_sample_from_batch(ref, **kw)
@@ -838,7 +844,6 @@ def evaluate_generation_from_config(
         rows = compare_with_floor(s_gen, s_ref, s_ref2, metrics)
         if tok is not None:
             # cut like the generated jets (the sampler's max_length), else like the tokenizer's data
-            max_len = gen_store.manifest.get("source", {}).get("sampling", {}).get("max_length")
             dec = tokenize_and_decode(ref2, tok, max_particles=max_len, jet_radius=radius)
             s_tok = jet_sample_from_batch(dec, **kw)
             tok_rows = compare_with_floor(s_tok, s_ref, s_ref2, metrics)
@@ -852,6 +857,7 @@ def evaluate_generation_from_config(
         "split": cfg.split,
         "truth_floor_from": floor_source,
         "massless": cfg.massless,
+        "reference_cut_to_max_particles": max_len if cfg.match_max_particles else None,
         "generated": rows,
         "tokenized": tok_rows,
         "settings": to_dict(cfg),
@@ -860,7 +866,13 @@ def evaluate_generation_from_config(
     summary["plots"] = [str(p) for p in plot_paths]
     write_json_atomic(out / "metrics.json", summary)
     md = [
-        f"### Generated jets vs simulation ({n} jets each; floor: {floor_source})",
+        f"### Generated jets vs simulation ({n} jets each; floor: {floor_source}"
+        + (
+            f"; reference jets cut to their {max_len} leading particles"
+            if cfg.match_max_particles and max_len
+            else ""
+        )
+        + ")",
         "",
         *_rows_table(rows, "generated vs simulated"),
     ]
