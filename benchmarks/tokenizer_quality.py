@@ -70,17 +70,24 @@ def main() -> None:
                         q["classifier"]["auc_ratio"],
                     )
                 )  # fmt: skip
-                print(f"done {kind} {size} in {train_s:.0f} s", flush=True)
-    print(
-        "\n| tokenizer | codebook | latent | steps x batch | train s | codes used | perplexity |"
-        " mass rel. bias | mass rel. 68% half-width | tau21 bias | AUC orig | AUC decoded | AUC ratio |"
-    )
-    print("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                print(_row(rows[-1]), flush=True)  # each row as soon as it exists
+    print("\n" + HEADER)
     for r in rows:
-        print(
-            f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} x {r[4]} | {r[5]:.0f} | {r[6]:.1%} | {r[7]:.0f} |"
-            f" {r[8]:+.3f} | {r[9]:.3f} | {r[10]:+.3f} | {r[11]:.4f} | {r[12]:.4f} | {r[13]:.4f} |"
-        )
+        print(_row(r))
+
+
+HEADER = (
+    "| tokenizer | codebook | latent | steps x batch | train s | codes used | perplexity |"
+    " mass rel. bias | mass rel. 68% half-width | tau21 bias | AUC orig | AUC decoded | AUC ratio |\n"
+    "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def _row(r: tuple) -> str:
+    return (
+        f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} x {r[4]} | {r[5]:.0f} | {r[6]:.1%} | {r[7]:.0f} |"
+        f" {r[8]:+.3f} | {r[9]:.3f} | {r[10]:+.3f} | {r[11]:.4f} | {r[12]:.4f} | {r[13]:.4f} |"
+    )
 
 
 if __name__ == "__main__":
