@@ -87,3 +87,15 @@ def test_manifest_is_json(toy_store):
     m = json.loads((toy_store / "manifest.json").read_text())
     with h5py.File(toy_store / m["splits"]["train"]["shards"][0]["file"]) as f:
         assert f.attrs["split"] == "train"
+
+
+def test_limited_read_spans_every_shard(tmp_path):
+    """One class per shard (as simulation writes them): a limited read must still see both classes."""
+    for label in (0, 1):
+        b = make_toy_jets(100, seed=label)
+        b.jets["label"][:] = label
+        write_shard(tmp_path, f"c{label}-train", b, split="train")
+    finalize_store(tmp_path, classes=["QCD", "Tbqq"], source={})
+    part = Store(tmp_path).read("train", limit=51)
+    assert part.n_jets == 51
+    assert sorted(np.bincount(part.jets["label"]).tolist()) == [25, 26]

@@ -311,16 +311,27 @@ class Store:
         particle_fields: list[str] | None = None,
         jet_fields: list[str] | None = None,
     ) -> JetBatch:
-        """Read a whole split (or all) into memory; ``limit`` keeps the first jets."""
-        parts: list[JetBatch] = []
-        n = 0
-        for b in self.iter_batches(split, particle_fields=particle_fields, jet_fields=jet_fields):
-            if limit is not None and n + b.n_jets > limit:
-                b = b.select(np.arange(limit - n))
-            parts.append(b)
-            n += b.n_jets
-            if limit is not None and n >= limit:
-                break
+        """Read a whole split (or all) into memory.
+
+        ``limit``: at most this many jets, the leading jets of *every* shard in proportion to its
+        size. Simulated shards hold one class each, so the first jets in store order would be one
+        class: fitting a standardisation or evaluating on them would be silently biased.
+        """
+        splits = SPLITS if split is None else (split,)
+        paths = [p for s in splits for p in self.shards(s)]
+        sizes = np.array([n for s in splits for n in self.shard_sizes(s)], dtype=np.int64)
+        if limit is None or limit >= sizes.sum():
+            take = sizes
+        else:
+            take = np.floor(sizes * (limit / sizes.sum())).astype(np.int64)
+            rest = limit - int(take.sum())  # hand the rounding remainder to the largest shards
+            for i in np.argsort(-(sizes - take), kind="stable")[:rest]:
+                take[i] += 1
+        parts = [
+            read_shard(p, 0, int(n), particle_fields=particle_fields, jet_fields=jet_fields)
+            for p, n in zip(paths, take, strict=True)
+            if n > 0
+        ]
         if not parts:
             raise InputError(
                 "jets in the requested split", file=self.root, field="split", found=split
