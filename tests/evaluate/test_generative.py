@@ -19,6 +19,7 @@ from jetfm.evaluate.generative import (
     jet_sample_from_batch,
     jetnet_efp_features,
     kl_quantile,
+    kl_quantile_error,
     kl_quantile_table,
     kpd,
     mmd2_poly_unbiased,
@@ -80,6 +81,19 @@ def test_kl_discrete_observable_and_table():
     assert all(diff[k] > 0.2 for k in diff)
     with pytest.raises(InputError, match="present in both"):
         kl_quantile_table(ref, gen, names=["tau21"])
+
+
+def test_kl_quantile_error_is_full_value_with_bootstrap_spread():
+    rng = np.random.default_rng(6)
+    ref, gen = rng.normal(0, 1, 20000), rng.normal(0.3, 1, 20000)
+    small = kl_quantile_error(ref[:400], gen[:400], n_bins=10, num_batches=20, seed=1)
+    large = kl_quantile_error(ref, gen, n_bins=10, num_batches=20, seed=1)
+    assert small[0] == kl_quantile(ref[:400], gen[:400], n_bins=10)
+    assert large[0] == kl_quantile(ref, gen, n_bins=10)
+    # the spread of a mean-shift KL falls like 1/sqrt(n): 50x the jets, ~7x less scatter
+    assert 0 < large[1] < small[1] / 3
+    assert kl_quantile_error(ref[:400], gen[:400], n_bins=10, num_batches=20, seed=1) == small
+    assert math.isnan(kl_quantile_error(ref, gen, num_batches=1)[1])
 
 
 # ---------------------------------------------------------------------------------------------- W1

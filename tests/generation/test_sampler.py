@@ -168,3 +168,22 @@ def test_bad_settings(kmeans_tokenizer) -> None:
         _draw(task, labels=torch.full((24,), 2))
     with pytest.raises(InputError, match="labels"):
         _draw(make_task(kmeans_tokenizer), labels=torch.zeros(24, dtype=torch.long))
+
+
+def test_two_level_cdf_matches_full_inverse_cdf_on_large_vocabulary() -> None:
+    """The blockwise float64 CDF picks the token a full float64 inverse CDF picks, and never a
+    forbidden one, for a vocabulary that is not a multiple of the block size."""
+    g = torch.Generator().manual_seed(3)
+    b, V = 4000, 1000
+    logits = torch.randn(b, V, generator=g) * 2
+    logits[:, ::7] = -float("inf")  # forbidden tokens, spread over every block
+    u = torch.rand(b, generator=g)
+    idx = choose_tokens(logits, u, SamplingConfig())
+    probs = logits.double().softmax(dim=-1)
+    cdf = probs.cumsum(dim=-1)
+    ref = torch.searchsorted(cdf, (u.double() * cdf[:, -1])[:, None], right=True).squeeze(-1)
+    assert (idx % 7 != 0).all()
+    assert (idx == ref).float().mean() > 0.999
+    # u at the very top of [0, 1) stays inside the support
+    top = choose_tokens(logits[:8], torch.full((8,), 1 - 1e-12), SamplingConfig())
+    assert (top % 7 != 0).all() and (top < V).all()

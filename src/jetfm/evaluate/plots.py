@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from jetfm.core.atomic import atomic_path
 from jetfm.core.errors import InputError
@@ -216,6 +217,10 @@ def metric_vs_labels(
         ax.set_xscale("log")
         if logy:
             ax.set_yscale("log")
+            # plain numbers ("20", not "2 x 10^1") keep the tick labels inside the fixed margins
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         ax.set_xlabel("labelled jets" if x == "n_labels" else x)
         ax.set_ylabel(ylabel or metric)
         if any(series):

@@ -19,8 +19,9 @@ Each step draws one token per unfinished jet. Why the choices:
   uncached logits, so the same seed gives the same jets in both modes (``torch.multinomial`` would
   consume the generator in a shape-dependent way). The two paths compute logits in a different
   float order (differences ~1e-6), so with thousands of near-equal probabilities a draw that lands
-  within that distance of a CDF boundary can still differ, rarely (the CDF is float64 to keep
-  this rare); for small vocabularies and trained (peaked) models they agree exactly.
+  within that distance of a CDF boundary can still differ, rarely (the CDF is accumulated in
+  float64, in two levels, to keep this rare and cheap); for small vocabularies and trained
+  (peaked) models they agree exactly.
 * **Finished jets leave the batch**: when a jet samples STOP its rows are dropped from the working
   batch and from the cache (:meth:`KVCache.reorder`), so it costs nothing afterwards.
 * Filtering order: temperature, then top-k, then top-p (nucleus) on the renormalised distribution.
@@ -127,28 +128,52 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     return logits
 
 
+_BLOCK = 128  # vocabulary block of the two-level inverse CDF
+
+
 def choose_tokens(logits: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
     """Pick one token per row of ``logits`` (b, V) (forbidden tokens already -inf) -> (b,) int64.
 
     ``u`` (b,) are uniforms in [0, 1): the token is the first whose cumulative probability exceeds
     ``u`` (inverse CDF). With ``temperature == 0`` the argmax is taken and ``u`` is ignored.
+
+    The CDF is walked in two levels: the float64 cumulative sum of per-block probability sums
+    (blocks of ``_BLOCK`` tokens, each summed pairwise in float32) finds the block, then a float64
+    cumulative sum inside that block only finds the token. A float32 cumsum over ~8000 near-equal
+    probabilities would accumulate enough round-off to let the ~1e-6 logit differences between the
+    cached and uncached passes flip draws; the two levels keep that rare without a float64 softmax
+    and cumsum over the whole vocabulary, which cost more than the 8194-way output projection itself
+    at every cached decoding step.
     """
     logits = logits.float()
     if cfg.temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p)
-    # float64: with ~8000 near-equal probabilities, float32 round-off in the CDF would let the
-    # ~1e-6 logit differences between cached and uncached passes flip a draw now and then
-    probs = logits.double().softmax(dim=-1)  # (b, V)
-    cdf = probs.cumsum(dim=-1)  # (b, V)
-    target = (u.to(cdf) * cdf[:, -1]).unsqueeze(-1)  # (b, 1), scaled so round-off cannot overrun
-    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # (b,)
-    idx = idx.clamp(max=logits.shape[-1] - 1)
-    # a zero-probability token can only be hit through round-off at its left edge: step past it
-    bad = probs.gather(1, idx[:, None]).squeeze(-1) <= 0
-    if bool(bad.any()):
-        idx = torch.where(bad, probs.argmax(dim=-1), idx)
-    return idx
+    if cfg.temperature != 1.0:
+        logits = logits / cfg.temperature
+    logits = filter_logits(logits, cfg.top_k, cfg.top_p)
+    b, V = logits.shape
+    probs = logits.softmax(dim=-1)  # (b, V) float32, 0 where -inf
+    nB = -(-V // _BLOCK)  # blocks; the last one may be short
+    full = (V // _BLOCK) * _BLOCK
+    sums = probs[:, :full].view(b, -1, _BLOCK).sum(dim=-1)  # (b, V // BLOCK), pairwise float32
+    if full < V:
+        sums = torch.cat([sums, probs[:, full:].sum(dim=-1, keepdim=True)], dim=1)  # (b, nB)
+    block_cdf = sums.double().cumsum(dim=-1)  # (b, nB)
+    target = u.to(block_cdf) * block_cdf[:, -1]  # (b,), scaled so round-off cannot overrun
+    blk = torch.searchsorted(block_cdf, target[:, None], right=True).squeeze(-1)  # (b,)
+    blk = blk.clamp(max=nB - 1)
+    before = torch.where(blk > 0, block_cdf.gather(1, (blk - 1).clamp(min=0)[:, None])[:, 0], 0.0)
+    slot = torch.arange(_BLOCK, device=blk.device)
+    cols = blk[:, None] * _BLOCK + slot  # (b, BLOCK) vocabulary index of each slot
+    inner = probs.gather(1, cols.clamp(max=V - 1)).double()  # (b, BLOCK)
+    inner = inner.masked_fill(cols >= V, 0.0)
+    inner_cdf = inner.cumsum(dim=-1)  # (b, BLOCK)
+    pos = torch.searchsorted(inner_cdf, (target - before)[:, None], right=True).squeeze(-1)
+    # round-off between a block's sum and its cumulative sum can overrun the block: take its last
+    # allowed token then (the chosen block always has one: its sum is > 0)
+    last = torch.where(inner > 0, slot, -1).max(dim=-1).values  # (b,)
+    pos = torch.minimum(pos, last)
+    return (blk * _BLOCK + pos).clamp(max=V - 1)  # (b,)
 
 
 def _uniforms(generator: torch.Generator | None, B: int, device: torch.device) -> Tensor:
