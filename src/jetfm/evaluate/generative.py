@@ -238,7 +238,9 @@ def kl_quantile_error(
     value = kl_quantile(ref, gen, n_bins)
     rng = np.random.default_rng(seed)
     boot = [
-        kl_quantile(ref[rng.choice(len(ref), len(ref))], gen[rng.choice(len(gen), len(gen))], n_bins)
+        kl_quantile(
+            ref[rng.choice(len(ref), len(ref))], gen[rng.choice(len(gen), len(gen))], n_bins
+        )
         for _ in range(num_batches)
     ]
     return value, float(np.std(boot)) if num_batches > 1 else math.nan
