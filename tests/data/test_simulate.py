@@ -28,6 +28,7 @@ from jetfm.data.simulate import (
 from jetfm.data.simulate.matching import daughters, decay_products, last_copy, match_jets
 from jetfm.data.simulate.processes import PROCESSES
 from jetfm.data.store import Store, read_shard, shard_path
+from jetfm.physics.grooming import softdrop
 from jetfm.physics.jets import jet_four_momentum
 
 CLASSES = ["QCD", "Tbqq"]
@@ -261,8 +262,14 @@ def test_summary_on_batch_and_store(store_root: Path) -> None:
     assert s2["classes"]["QCD"]["mass_mean"] == pytest.approx(
         float(np.mean(b.jets["mass"][b.jets["label"] == 0]))
     )
+    # the groomed peak is the soft-drop mass's histogram mode, never above the plain mass's
+    p = b.particles
+    msd = softdrop(p["px"], p["py"], p["pz"], p["energy"], b.offsets)["mass_sd"]
+    top = b.jets["label"] == CLASSES.index("Tbqq")
+    assert s2["classes"]["Tbqq"]["sd_mass_peak"] == mass_peak(msd[top])
+    assert (msd <= b.jets["mass"] + 1e-3).all()
     text = format_summary(s)
-    assert "Tbqq" in text and "QCD" in text and "m peak" in text
+    assert "Tbqq" in text and "QCD" in text and "m peak" in text and "mSD pk" in text
 
 
 def test_unknown_pythia_setting_is_a_config_error() -> None:
