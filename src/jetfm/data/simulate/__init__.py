@@ -1,7 +1,8 @@
 """Embedded real-physics data source: Pythia 8 events, FastJet anti-kT jets, JetClass-style labels.
 
 ``simulate(SimulationConfig(...))`` writes a sharded native store (see :mod:`jetfm.data.store`);
-``summarize``/``format_summary`` give a per-class sanity table (multiplicity, jet-mass peak).
+``summarize``/``format_summary`` give a per-class sanity table (multiplicity, plain and soft-drop
+jet-mass peaks).
 """
 
 from jetfm.data.simulate.config import SPLITS, SimulationConfig

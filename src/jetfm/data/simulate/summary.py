@@ -83,7 +83,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, s in summary["classes"].items():
         lines.append(
             f"{name:<6} {s['jets']:>7d} {s['mean_multiplicity']:>7.1f} {s['mass_peak']:>7.1f} "
-            f"{s['mass_mean']:>7.1f} {s.get('sd_mass_peak', float('nan')):>7.1f} {s['pt_mean']:>7.1f}"
+            f"{s['mass_mean']:>7.1f} {s['sd_mass_peak']:>7.1f} {s['pt_mean']:>7.1f}"
         )
     lines.append(
         f"total jets: {summary['n_jets']}  (GeV; peak = {MASS_BIN_GEV:g} GeV bins; mSD = soft drop zcut 0.1, beta 0)"
