@@ -41,7 +41,7 @@ import numpy as np
 
 from jetfm.core.errors import InputError
 from jetfm.physics.kinematics import invariant_mass
-from jetfm.physics.observables import _awkward_particles, safe_rapidity
+from jetfm.physics.observables import _awkward_particles, apply_in_jet_chunks, safe_rapidity
 
 # C/A radius for the reclustering: FastJet's JetDefinition::max_allowable_R, so the beam never wins.
 _CA_R = 1000.0
@@ -340,29 +340,12 @@ def softdrop(
         raise InputError(f"one of {sorted(funcs)}", field="backend", found=repr(backend))
     n_jets = len(off) - 1
     zero = (flat["px"] == 0) & (flat["py"] == 0) & (flat["pz"] == 0) & (flat["energy"] == 0)
-    if np.any(
-        zero
-    ):  # zero padding: no momentum, and FastJet would send it to the beam (C/A, R = 1000)
+    # zero padding: no momentum, and FastJet would send it to the beam (C/A, R = 1000)
+    if np.any(zero):
         jet_of = np.repeat(np.arange(n_jets), np.diff(off))
         off = np.concatenate([[0], np.cumsum(np.bincount(jet_of[~zero], minlength=n_jets))])
         flat = {k: v[~zero] for k, v in flat.items()}
-    parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, n_jets, int(chunk_size)):
-        stop = min(start + int(chunk_size), n_jets)
-        a, b = off[start], off[stop]
-        sl = slice(a, b)
-        parts.append(
-            funcs[backend](
-                flat["px"][sl],
-                flat["py"][sl],
-                flat["pz"][sl],
-                flat["energy"][sl],
-                off[start : stop + 1] - a,
-                float(zcut),
-                float(beta),
-                float(R0),
-            )
-        )
-    if not parts:
-        return _empty_result(0)
-    return {k: np.concatenate([p[k] for p in parts]) for k in SOFTDROP_FIELDS}
+    momenta = (flat["px"], flat["py"], flat["pz"], flat["energy"])
+    empty = _empty_result(0)
+    args = (float(zcut), float(beta), float(R0))
+    return apply_in_jet_chunks(funcs[backend], momenta, off, int(chunk_size), empty, *args)

@@ -32,6 +32,8 @@ per N, hence slower).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +63,31 @@ def _check_offsets(offsets: np.ndarray, n_particles: int) -> np.ndarray:
     if np.any(np.diff(offsets) < 0):
         raise ValueError("offsets must be non-decreasing")
     return offsets
+
+
+def apply_in_jet_chunks(
+    fn: Callable[..., dict[str, np.ndarray]],
+    momenta: Sequence[np.ndarray],
+    offsets: np.ndarray,
+    chunk_size: int,
+    empty: dict[str, np.ndarray],
+    *args: Any,
+) -> dict[str, np.ndarray]:
+    """Per-jet results of ``fn(*momenta_chunk, offsets_chunk, *args)`` over blocks of ``chunk_size``
+    jets, concatenated (``empty`` when there are no jets).
+
+    Why: the per-jet algorithms (N-subjettiness, soft drop) build dense per-block tables, so memory
+    is bounded by handing them a slice of jets at a time, with offsets rebased to 0.
+    """
+    n_jets = len(offsets) - 1
+    parts: list[dict[str, np.ndarray]] = []
+    for start in range(0, n_jets, chunk_size):
+        stop = min(start + chunk_size, n_jets)
+        a, b = offsets[start], offsets[stop]
+        parts.append(fn(*(m[a:b] for m in momenta), offsets[start : stop + 1] - a, *args))
+    if not parts:
+        return empty
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def safe_rapidity(px: np.ndarray, py: np.ndarray, pz: np.ndarray, energy: np.ndarray) -> np.ndarray:
@@ -249,19 +276,8 @@ def nsubjettiness(
         raise ValueError(f"backend must be one of {sorted(funcs)}; found {backend!r}")
     px, py, pz, energy = _as_f64(px, py, pz, energy)
     offsets = _check_offsets(offsets, len(px))
-    n_jets = len(offsets) - 1
-    parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, n_jets, chunk_size):
-        stop = min(start + chunk_size, n_jets)
-        a, b = offsets[start], offsets[stop]
-        sl = slice(a, b)
-        parts.append(
-            funcs[backend](
-                px[sl], py[sl], pz[sl], energy[sl], offsets[start : stop + 1] - a, n_max, float(R)
-            )
-        )
-    if not parts:
-        taus = {f"tau{n}": np.zeros(0) for n in range(1, n_max + 1)}
-    else:
-        taus = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    empty = {f"tau{n}": np.zeros(0) for n in range(1, n_max + 1)}
+    taus = apply_in_jet_chunks(
+        funcs[backend], (px, py, pz, energy), offsets, chunk_size, empty, n_max, float(R)
+    )
     return _ratios(taus, n_max)
