@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"  # the recipes, wherever the script is started from
 QG_SAMPLE = ROOT.parent / "shared" / "data" / "qg_real_sample"
 
 
@@ -47,11 +48,9 @@ def main() -> None:
         env["OMP_NUM_THREADS"] = str(a.threads)
     out = a.out
     data = out / "data"
-    n_labels = f"[{a.n_labels}]"
-    seeds = f"[{a.seeds}]"
     sweep_common = [
-        f"n_labels={n_labels}",
-        f"seeds={seeds}",
+        f"n_labels=[{a.n_labels}]",
+        f"seeds=[{a.seeds}]",
         f"finetune.train.max_steps={a.max_steps}",
     ]
 
@@ -81,13 +80,13 @@ def main() -> None:
         tok = out / f"tok_{name}"
         run(
             tok / "config.yaml",
-            "tokenizer", "train", "-c", "configs/tokenizer.yaml", "--store", str(store),
+            "tokenizer", "train", "-c", str(CONFIGS / "tokenizer.yaml"), "--store", str(store),
             "-o", str(tok), f"train.steps={a.tokenizer_steps}",
         )  # fmt: skip
         run_dir = out / f"mpm_{name}"
         run(
             out / f".done-mpm_{name}",
-            "pretrain", "-c", "configs/mpm.yaml", f"data.store={store}", "task.target=token",
+            "pretrain", "-c", str(CONFIGS / "mpm.yaml"), f"data.store={store}", "task.target=token",
             f"task.tokenizer={tok}", f"train.output_dir={run_dir}",
             f"train.max_steps={a.pretrain_steps}", "train.progress_bar=false",
             touch=True,
@@ -98,7 +97,7 @@ def main() -> None:
         sweep_dir = out / f"sweep_{name}"
         run(
             sweep_dir / "summary.md",
-            "sweep", "-c", f"configs/{recipe}.yaml", f"output_dir={sweep_dir}",
+            "sweep", "-c", str(CONFIGS / f"{recipe}.yaml"), f"output_dir={sweep_dir}",
             f"finetune.pretrained={pretrained}", f"finetune.data.store={store}", *sweep_common,
         )  # fmt: skip
         return sweep_dir
