@@ -21,10 +21,20 @@ def _inputs(B: int = 3, N: int = 8, F: int = 3, V: int = 10, seed: int = 0):
 
 @pytest.mark.parametrize("kind", ["features", "tokens", "hybrid"])
 @pytest.mark.parametrize("n_registers", [0, 2])
-def test_permutation_equivariant_and_padding_invariant(kind: str, n_registers: int) -> None:
+@pytest.mark.parametrize("bias", [True, False])
+def test_permutation_equivariant_and_padding_invariant(
+    kind: str, n_registers: int, bias: bool
+) -> None:
     torch.manual_seed(0)
     cfg = BackboneConfig(
-        dim=16, depth=2, heads=4, input=kind, n_features=3, vocab_size=10, n_registers=n_registers
+        dim=16,
+        depth=2,
+        heads=4,
+        input=kind,
+        n_features=3,
+        vocab_size=10,
+        n_registers=n_registers,
+        bias=bias,
     )
     model = Backbone(cfg).eval()
     x, tokens, mask = _inputs()
@@ -98,8 +108,12 @@ def test_save_load_identity(tmp_path) -> None:
         n_registers=2,
         input="hybrid",
         vocab_size=10,
+        bias=False,
     )
     model = Backbone(cfg).eval()
+    # without biases the encoder's linear layers carry weights only
+    encoder_linears = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(encoder_linears) == 2 * 4 and all(m.bias is None for m in encoder_linears)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))  # leave the init values

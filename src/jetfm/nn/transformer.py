@@ -35,22 +35,31 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 class Mlp(nn.Module):
-    """Feed-forward layer: GELU MLP, or SwiGLU with 2/3 of the hidden width (same parameter count)."""
+    """Feed-forward layer: GELU MLP, or SwiGLU with 2/3 of the hidden width (same parameter count).
+
+    ``bias=False`` drops the linear layers' biases (as LLaMA/PaLM do): on the CPU, adding a bias
+    means copying it into every output row before the matmul, ~8% of a small model's training step.
+    """
 
     def __init__(
-        self, dim: int, mlp_ratio: float = 4.0, kind: str = "gelu", dropout: float = 0.0
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        kind: str = "gelu",
+        dropout: float = 0.0,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.kind = kind
         if kind == "gelu":
-            self.fc1 = nn.Linear(dim, hidden)
+            self.fc1 = nn.Linear(dim, hidden, bias=bias)
         elif kind == "swiglu":
             hidden = max(1, int(2 * hidden / 3))
-            self.fc1 = nn.Linear(dim, 2 * hidden)
+            self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
         else:
             raise ValueError(f"mlp must be 'gelu' or 'swiglu', got {kind!r}")
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, dim, bias=bias)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -67,7 +76,7 @@ class TransformerBlock(nn.Module):
     """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``.
 
     Pre-norm keeps the residual stream un-normalised, which trains stably without warm-up tricks
-    at the small depths used here.
+    at the small depths used here. ``bias`` applies to every linear layer of the block.
     """
 
     def __init__(
@@ -78,12 +87,13 @@ class TransformerBlock(nn.Module):
         mlp: str = "gelu",
         dropout: float = 0.0,
         norm: str = "layernorm",
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.norm1 = make_norm(norm, dim)
-        self.attn = MultiHeadAttention(dim, heads, dropout=dropout)
+        self.attn = MultiHeadAttention(dim, heads, dropout=dropout, bias=bias)
         self.norm2 = make_norm(norm, dim)
-        self.mlp = Mlp(dim, mlp_ratio, mlp, dropout)
+        self.mlp = Mlp(dim, mlp_ratio, mlp, dropout, bias=bias)
         self.drop = nn.Dropout(dropout)
 
     def forward(
@@ -117,6 +127,7 @@ class TransformerEncoder(nn.Module):
         dropout: float = 0.0,
         causal: bool = False,
         norm: str = "layernorm",
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if depth < 0:
@@ -124,7 +135,7 @@ class TransformerEncoder(nn.Module):
         self.dim = dim
         self.causal = causal
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads, mlp_ratio, mlp, dropout, norm) for _ in range(depth)
+            TransformerBlock(dim, heads, mlp_ratio, mlp, dropout, norm, bias) for _ in range(depth)
         )
         self.norm = make_norm(norm, dim)
 
