@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from jetfm.core.errors import InputError
 from jetfm.physics.kinematics import ptetaphi_to_pxpypz
 from jetfm.physics.observables import LOG_FLOOR, constituent_features, safe_rapidity
 
@@ -57,9 +58,10 @@ def test_zero_pt_particle_stays_finite():
 
 
 def test_bad_offsets_raise():
-    with pytest.raises(ValueError, match="offsets"):
+    # the same InputError (a ValueError naming the field) as every other jagged physics function
+    with pytest.raises(InputError, match="'offsets'"):
         constituent_features(np.ones(3), np.ones(3), np.ones(3), np.ones(3) * 2, np.array([0, 2]))
-    with pytest.raises(ValueError, match="non-decreasing"):
+    with pytest.raises(InputError, match="non-decreasing"):
         constituent_features(
             np.ones(3), np.ones(3), np.ones(3), np.ones(3) * 2, np.array([0, 2, 1, 3])
         )

@@ -41,7 +41,12 @@ import numpy as np
 
 from jetfm.core.errors import InputError
 from jetfm.physics.kinematics import invariant_mass
-from jetfm.physics.observables import _awkward_particles, apply_in_jet_chunks, safe_rapidity
+from jetfm.physics.observables import (
+    _awkward_particles,
+    apply_in_jet_chunks,
+    check_offsets,
+    safe_rapidity,
+)
 
 # C/A radius for the reclustering: FastJet's JetDefinition::max_allowable_R, so the beam never wins.
 _CA_R = 1000.0
@@ -279,23 +284,7 @@ def _check_inputs(
             raise InputError(
                 "finite values", field=k, found=f"{int(np.sum(~np.isfinite(v)))} NaN/inf"
             )
-    off = np.asarray(offsets)
-    if off.ndim != 1 or len(off) < 1 or not np.issubdtype(off.dtype, np.integer):
-        raise InputError(
-            "a 1-D integer array of length n_jets + 1",
-            field="offsets",
-            found=f"{off.dtype}{off.shape}",
-        )
-    off = off.astype(np.int64)
-    if off[0] != 0 or off[-1] != n_particles:
-        raise InputError(
-            f"first entry 0 and last entry n_particles = {n_particles}",
-            field="offsets",
-            found=f"{int(off[0])} ... {int(off[-1])}",
-        )
-    if np.any(np.diff(off) < 0):
-        raise InputError("non-decreasing values", field="offsets", found="a decreasing step")
-    return flat, off
+    return flat, check_offsets(offsets, n_particles)
 
 
 def softdrop(

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from jetfm.core.errors import InputError
 from jetfm.physics.jets import jet_four_momentum
 from jetfm.physics.kinematics import delta_phi, pxpypz_to_ptetaphi
 
@@ -52,17 +53,27 @@ def _as_f64(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 
 
-def _check_offsets(offsets: np.ndarray, n_particles: int) -> np.ndarray:
-    offsets = np.asarray(offsets, dtype=np.int64)
-    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n_particles:
-        raise ValueError(
-            f"offsets must be 1-D, start at 0 and end at the number of particles ({n_particles}); "
-            f"found shape {offsets.shape}, first/last "
-            f"{offsets[:1].tolist()}/{offsets[-1:].tolist()}"
+def check_offsets(offsets: np.ndarray, n_particles: int) -> np.ndarray:
+    """``offsets`` as int64 after checking it is a jagged index over ``n_particles`` particles:
+    1-D integers, first entry 0, last entry ``n_particles``, non-decreasing. Every jagged physics
+    function (observables, grooming) validates its input here, with the same error."""
+    off = np.asarray(offsets)
+    if off.ndim != 1 or len(off) < 1 or not np.issubdtype(off.dtype, np.integer):
+        raise InputError(
+            "a 1-D integer array of length n_jets + 1",
+            field="offsets",
+            found=f"{off.dtype}{off.shape}",
         )
-    if np.any(np.diff(offsets) < 0):
-        raise ValueError("offsets must be non-decreasing")
-    return offsets
+    off = off.astype(np.int64)
+    if off[0] != 0 or off[-1] != n_particles:
+        raise InputError(
+            f"first entry 0 and last entry n_particles = {n_particles}",
+            field="offsets",
+            found=f"{int(off[0])} ... {int(off[-1])}",
+        )
+    if np.any(np.diff(off) < 0):
+        raise InputError("non-decreasing values", field="offsets", found="a decreasing step")
+    return off
 
 
 def apply_in_jet_chunks(
@@ -120,7 +131,7 @@ def constituent_features(
     ``log_pt_rel, log_e_rel`` (floored). Also returns ``pt, eta, phi`` of the particles.
     """
     px, py, pz, energy = _as_f64(px, py, pz, energy)
-    offsets = _check_offsets(offsets, len(px))
+    offsets = check_offsets(offsets, len(px))
     jet = jet_four_momentum(px, py, pz, energy, offsets)
     counts = np.diff(offsets)
     pt, eta, phi = pxpypz_to_ptetaphi(px, py, pz)
@@ -275,7 +286,7 @@ def nsubjettiness(
     if backend not in funcs:
         raise ValueError(f"backend must be one of {sorted(funcs)}; found {backend!r}")
     px, py, pz, energy = _as_f64(px, py, pz, energy)
-    offsets = _check_offsets(offsets, len(px))
+    offsets = check_offsets(offsets, len(px))
     empty = {f"tau{n}": np.zeros(0) for n in range(1, n_max + 1)}
     taus = apply_in_jet_chunks(
         funcs[backend], (px, py, pz, energy), offsets, chunk_size, empty, n_max, float(R)
