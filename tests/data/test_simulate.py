@@ -270,6 +270,14 @@ def test_summary_on_batch_and_store(store_root: Path) -> None:
     assert (msd <= b.jets["mass"] + 1e-3).all()
     text = format_summary(s)
     assert "Tbqq" in text and "QCD" in text and "m peak" in text and "mSD pk" in text
+    assert "first" not in text  # every jet was groomed
+    # on a large store the soft-drop peak comes from the first jets of each class only
+    s3 = summarize(b, classes=CLASSES, sd_jets_per_class=4)
+    first4 = np.flatnonzero(top)[:4]
+    assert s3["classes"]["Tbqq"]["sd_jets"] == 4 and s3["classes"]["Tbqq"]["jets"] == 10
+    assert s3["classes"]["Tbqq"]["sd_mass_peak"] == mass_peak(msd[first4])
+    assert s3["classes"]["Tbqq"]["mass_mean"] == s2["classes"]["Tbqq"]["mass_mean"]
+    assert "mSD pk from the first 4 jets of each class" in format_summary(s3)
 
 
 def test_unknown_pythia_setting_is_a_config_error() -> None:

@@ -19,6 +19,8 @@ from jetfm.physics.grooming import softdrop
 
 MASS_BIN_GEV = 5.0
 MASS_MAX_GEV = 400.0
+#: soft drop costs ~0.5 ms per jet; its peak needs far fewer jets than a 100k-jet store holds
+SD_JETS_PER_CLASS = 5000
 
 
 def mass_peak(
@@ -36,12 +38,16 @@ def mass_peak(
 
 
 def summarize(
-    source: str | os.PathLike[str] | JetBatch, classes: Sequence[str] | None = None
+    source: str | os.PathLike[str] | JetBatch,
+    classes: Sequence[str] | None = None,
+    sd_jets_per_class: int = SD_JETS_PER_CLASS,
 ) -> dict[str, Any]:
     """Per class: jets, mean multiplicity, jet-mass peak and mean, soft-drop mass peak (GeV), mean pT.
 
     ``source`` is a store root (all splits are read) or a JetBatch; for a batch, ``classes`` names
-    the labels (default: JetClass order).
+    the labels (default: JetClass order). The soft-drop peak is taken from the first
+    ``sd_jets_per_class`` jets of each class (``sd_jets`` says how many), so ``jetfm info`` on a
+    large store stays quick; every other column uses all jets.
     """
     if isinstance(source, JetBatch):
         batch = source
@@ -56,19 +62,29 @@ def summarize(
     mult = batch.counts()
     mass = np.asarray(batch.jets["mass"], dtype=np.float64)
     pt = np.asarray(batch.jets["pt"], dtype=np.float64)
-    p = batch.particles
-    msd = softdrop(p["px"], p["py"], p["pz"], p["energy"], batch.offsets)["mass_sd"]
+    # the first sd_jets_per_class jets of every class (in store order: no sampling noise)
+    rank = np.zeros(len(label), dtype=np.int64)  # (B,) index of each jet within its class
+    for i in np.unique(label):
+        sel = label == i
+        rank[sel] = np.arange(int(sel.sum()))
+    sd_idx = np.flatnonzero(rank < sd_jets_per_class)
+    sub = batch.select(sd_idx)
+    p = sub.particles
+    msd = softdrop(p["px"], p["py"], p["pz"], p["energy"], sub.offsets)["mass_sd"]
+    sd_label = label[sd_idx]
     out: dict[str, Any] = {"n_jets": int(batch.n_jets), "classes": {}}
     for i, name in enumerate(names):
         sel = label == i
         if not sel.any():
             continue
+        sd_sel = sd_label == i
         out["classes"][name] = {
             "jets": int(sel.sum()),
             "mean_multiplicity": float(mult[sel].mean()),
             "mass_peak": mass_peak(mass[sel]),
             "mass_mean": float(mass[sel].mean()),
-            "sd_mass_peak": mass_peak(msd[sel]),
+            "sd_mass_peak": mass_peak(msd[sd_sel]),
+            "sd_jets": int(sd_sel.sum()),
             "pt_mean": float(pt[sel].mean()),
         }
     return out
@@ -88,4 +104,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(
         f"total jets: {summary['n_jets']}  (GeV; peak = {MASS_BIN_GEV:g} GeV bins; mSD = soft drop zcut 0.1, beta 0)"
     )
+    sd = [s.get("sd_jets", s["jets"]) for s in summary["classes"].values()]
+    if any(n < s["jets"] for n, s in zip(sd, summary["classes"].values(), strict=True)):
+        lines.append(f"mSD pk from the first {max(sd)} jets of each class")
     return "\n".join(lines)
