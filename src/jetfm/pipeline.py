@@ -55,7 +55,8 @@ def _default_tokenizer() -> TokenizerConfig:
 @dataclass
 class QuickstartConfig:
     """The whole pipeline. ``scale`` multiplies jets per class, training steps and sample sizes
-    (1: about a quarter of an hour on 2 CPU cores; 10-20: the benchmark recipe)."""
+    (1: about five minutes on 2 CPU cores; 20: the benchmark recipe of BENCHMARKS.md, about 40
+    minutes)."""
 
     run_dir: Path = Path("runs/quickstart")
     scale: float = 1.0
