@@ -82,17 +82,23 @@ def test_causal_future_does_not_affect_past() -> None:
     assert (y2[0, 4:] - y[0, 4:]).abs().max() > 1e-3  # later positions do see the change
 
 
-def test_kv_cache_matches_full_forward() -> None:
+@pytest.mark.parametrize("padded", [True, False])
+def test_kv_cache_matches_full_forward(padded: bool) -> None:
     torch.manual_seed(4)
     enc = TransformerEncoder(16, 2, 4, causal=True, mlp="swiglu").eval()
     x, mask = _batch()
+    if not padded:  # a sampler's cache: every position real, attention skips the padding mask
+        mask = torch.ones_like(mask)
     full = enc(x, mask)
     cache = KVCache()
     steps = [enc(x[:, :3], mask[:, :3], cache=cache)]  # a prefix, then one position at a time
     for i in range(3, x.shape[1]):
         steps.append(enc(x[:, i : i + 1], mask[:, i : i + 1], cache=cache))
     assert cache.length == x.shape[1]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    assert cache.all_real is not padded
+    out = torch.cat(steps, dim=1)
+    torch.testing.assert_close(out[mask], full[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
 
 
 def test_cache_requires_causal() -> None:
