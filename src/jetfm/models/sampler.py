@@ -152,9 +152,8 @@ def choose_tokens(logits: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
         logits = logits / cfg.temperature
     logits = filter_logits(logits, cfg.top_k, cfg.top_p)
     b, V = logits.shape
-    # unnormalised weights exp(logit - max): the walk below scales u by their total anyway, so the
-    # softmax's normalising pass over (b, V) is saved; 0 where -inf, the largest is exactly 1
-    probs = (logits - logits.max(dim=-1, keepdim=True).values).exp_()  # (b, V) float32
+    probs = logits.softmax(dim=-1)  # (b, V) float32, 0 where -inf (one fused pass: ~3x faster on
+    # the CPU than max + subtract + exp of unnormalised weights, although that skips the division)
     nB = -(-V // _BLOCK)  # blocks; the last one may be short
     full = (V // _BLOCK) * _BLOCK
     sums = probs[:, :full].view(b, -1, _BLOCK).sum(dim=-1)  # (b, V // BLOCK), pairwise float32
