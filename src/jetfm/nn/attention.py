@@ -60,9 +60,6 @@ class KVCache:
     values: list[Tensor | None] = field(default_factory=list)
     mask_buffer: Tensor | None = None  # (B, capacity) bool
     length: int = 0  # committed positions
-    #: True while every position written so far is real (a sampler's cache always is): attention
-    #: over the cache then needs no padding mask
-    all_real: bool = True
 
     @property
     def mask(self) -> Tensor | None:
@@ -85,7 +82,6 @@ class KVCache:
     def extend_mask(self, mask: Tensor) -> Tensor:
         """Write the new positions' mask (B, N) after the cached ones; return (B, length + N)."""
         n = self.length + mask.shape[1]
-        self.all_real = self.all_real and bool(mask.all())
         self.mask_buffer = self._fit(self.mask_buffer, mask, n, 1)
         self.mask_buffer[:, self.length : n] = mask
         return self.mask_buffer[:, :n]
@@ -169,8 +165,7 @@ class MultiHeadAttention(nn.Module):
             # itself, so causality is just the padding mask; plain matmuls beat the SDPA kernel's
             # per-call overhead at this size (B, H, 1, M)
             scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, H, 1, M)
-            if not cache.all_real:
-                scores = scores.masked_fill(~key_padding_allowed(key_mask), float("-inf"))
+            scores = scores.masked_fill(~key_padding_allowed(key_mask), float("-inf"))
             out = scores.softmax(dim=-1) @ v  # (B, H, 1, d)
             return self.out(out.transpose(1, 2).reshape(B, N, D))
         if causal:
