@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from jetfm.core.config import from_dict, load_yaml
@@ -27,11 +28,12 @@ def test_mpm_recipe_parses_and_trains_one_step() -> None:
     assert torch.isfinite(out["loss"])
 
 
-def test_ntp_recipe_parses() -> None:
-    data = load_yaml(CONFIGS / "ntp.yaml")
-    run = from_dict(PretrainConfig, data, file="ntp.yaml")
-    name, cfg = parse_task_config(run.task, file="ntp.yaml")
-    assert name == "ntp" and isinstance(cfg, NTPConfig) and cfg.backbone.causal
+@pytest.mark.parametrize("name", ["ntp.yaml", "ntp_gen8192.yaml"])
+def test_ntp_recipes_parse(name: str) -> None:
+    data = load_yaml(CONFIGS / name)
+    run = from_dict(PretrainConfig, data, file=name)
+    kind, cfg = parse_task_config(run.task, file=name)
+    assert kind == "ntp" and isinstance(cfg, NTPConfig) and cfg.backbone.causal
     task = build_task(cfg, tokenizer=GridTokenizer())
     assert task.config.backbone.vocab_size == 16 + 2
     assert torch.isfinite(task.loss(synthetic_batch(B=4, N=6))["loss"])

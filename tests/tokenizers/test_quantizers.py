@@ -53,6 +53,24 @@ def test_kmeans_finds_separated_clusters() -> None:
     assert torch.all(d < 0.1), d
 
 
+def test_weighted_kmeans_uses_weighted_means_and_moves_cells_to_heavy_rows() -> None:
+    # one cluster: the centroid is the weighted mean, (0*1 + 1*1 + 4*2) / 4 = 2.25
+    x = torch.tensor([[0.0], [1.0], [4.0]])
+    cent = kmeans(x, 1, iters=3, weights=torch.tensor([1.0, 1.0, 2.0]))
+    assert cent.item() == pytest.approx(2.25)
+    # uniform points on [0, 1], rows above 0.5 weigh 100x more: most of 16 cells go there
+    u = torch.rand(4000, 1, generator=torch.Generator().manual_seed(0))
+    w = torch.where(u[:, 0] > 0.5, 100.0, 1.0)
+    g = torch.Generator().manual_seed(0)
+    heavy = int((kmeans(u, 16, iters=30, weights=w, generator=g) > 0.5).sum())
+    plain = int((kmeans(u, 16, iters=30, generator=torch.Generator().manual_seed(0)) > 0.5).sum())
+    assert heavy >= 12 and 6 <= plain <= 10, (heavy, plain)
+    with pytest.raises(ValueError, match="weights"):
+        kmeans(x, 1, weights=torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="weights"):
+        kmeans(x, 1, weights=torch.ones(2))
+
+
 def test_dead_code_replacement_revives_a_collapsed_codebook() -> None:
     torch.manual_seed(0)
     vq = VectorQuantizer(64, 4, kmeans_init=False, dead_code_steps=2, ema=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,6 +124,45 @@ def test_kmeans_tokenizer_round_trip(mixture, mixture_val, tmp_path) -> None:
     exact = build_tokenizer(from_dict(TokenizerConfig, {"type": "kmeans", "codebook_size": 8}))
     exact.fit(x[mask], seed=0, iters=30)
     assert torch.allclose(exact.decode(exact.encode(x, mask), mask), x, atol=1e-5)
+
+
+def test_kmeans_pt_weight_gives_hard_particles_finer_cells(mixture, tmp_path) -> None:
+    from jetfm.data.features import Preprocessing
+
+    # standardised log_pt = (log_pt - 1.5) / 1.1, so pT^1 weights are exp(1.1 * x + 1.5)
+    pre = Preprocessing(
+        feature_names=("deta", "dphi", "log_pt"),
+        mean=np.array([0.0, 0.0, 1.5]),
+        std=np.array([0.2, 0.2, 1.1]),
+    )
+    toks = {}
+    for power in (0.0, 1.0):
+        cfg = small_cfg("kmeans", steps=1, codebook_size=32)
+        cfg.train.kmeans_pt_weight = power
+        toks[power] = Tokenizer.from_pretrained(
+            train_tokenizer(cfg, mixture, None, pre, tmp_path / f"km{power}")
+        )
+    w = toks[1.0].pt_weights(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), 1.0)
+    assert (w[1] / w[0]).item() == pytest.approx(float(np.exp(1.1)), rel=1e-5)
+    # the pT-weighted centroids sit at higher log_pt on average than the unweighted ones
+    assert toks[1.0].centroids[:, 2].mean() > toks[0.0].centroids[:, 2].mean() + 0.2
+    m = mixture["mask"]
+    hard = mixture["x"][m][:, 2] > mixture["x"][m][:, 2].quantile(0.8)
+
+    def hard_mse(tok: Tokenizer) -> float:
+        rec = tok.decode(tok.encode(mixture["x"], m), m)[m]
+        return float(((rec - mixture["x"][m])[hard] ** 2).mean())
+
+    assert hard_mse(toks[1.0]) < hard_mse(toks[0.0])
+    with pytest.raises(ConfigError, match="kmeans_pt_weight"):
+        from_dict(TokenizerConfig, {"type": "kmeans", "train": {"kmeans_pt_weight": -1.0}})
+
+
+def test_kmeans_pt_weight_needs_log_pt(mixture, tmp_path) -> None:
+    cfg = small_cfg("kmeans", steps=1, codebook_size=8, feature_names=["deta", "dphi", "pt_rel"])
+    cfg.train.kmeans_pt_weight = 0.5
+    with pytest.raises(InputError, match="log_pt"):
+        train_tokenizer(cfg, mixture, None, None, tmp_path / "km")
 
 
 def test_bad_training_data_raises(tmp_path) -> None:

@@ -102,33 +102,60 @@ def codebook_perplexity(counts: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def kmeans(
-    x: torch.Tensor, k: int, *, iters: int = 10, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    k: int,
+    *,
+    iters: int = 10,
+    generator: torch.Generator | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Lloyd's k-means on the rows of ``x`` (M, D) -> centroids (k, D).
 
     Initial centroids are random distinct rows (with replacement and a little jitter when M < k);
     a cluster that loses all its points is re-seeded to a random row, so none stays empty for long.
+    ``weights`` (M,) >= 0 turn it into weighted k-means: rows are drawn for (re-)seeding in
+    proportion to their weight and each centroid is the weighted mean of its rows, so heavy rows
+    (hard particles, for a pT weight) get more, finer cells.
     """
     m, d = x.shape
     x = x.detach().float()
     gen_device = generator.device if generator is not None else torch.device("cpu")
-    if m >= k:
-        perm = torch.randperm(m, generator=generator, device=gen_device)[:k].to(x.device)
-        cent = x[perm].clone()
+    if weights is not None:
+        if weights.shape != (m,) or not bool((weights >= 0).all()) or not weights.sum() > 0:
+            raise ValueError(f"kmeans: weights must be (M,) = ({m},), >= 0, not all zero")
+        w = weights.detach().float().to(x.device)
+        p = (w / w.sum()).to(gen_device)
+
+        def draw(n: int, replace: bool) -> torch.Tensor:
+            return torch.multinomial(p, n, replacement=replace, generator=generator)
     else:
-        idx = torch.randint(0, m, (k,), generator=generator, device=gen_device).to(x.device)
+        w = None
+
+        def draw(n: int, replace: bool) -> torch.Tensor:
+            if replace:
+                return torch.randint(0, m, (n,), generator=generator, device=gen_device)
+            return torch.randperm(m, generator=generator, device=gen_device)[:n]
+
+    n_positive = m if w is None else int((w > 0).sum())
+    if n_positive >= k:
+        cent = x[draw(k, False).to(x.device)].clone()
+    else:
+        idx = draw(k, True).to(x.device)
         noise = torch.randn(k, d, generator=generator, device=gen_device).to(x.device)
         cent = x[idx] + 0.01 * x.std(dim=0, keepdim=True).clamp_min(1e-6) * noise
     for _ in range(iters):
         assign = nearest_code(x, cent)
-        counts = torch.bincount(assign, minlength=k).float()  # (k,)
-        sums = torch.zeros_like(cent).index_add_(0, assign, x)
+        if w is None:
+            counts = torch.bincount(assign, minlength=k).float()  # (k,)
+            sums = torch.zeros_like(cent).index_add_(0, assign, x)
+        else:
+            counts = torch.zeros(k, device=x.device).index_add_(0, assign, w)  # (k,) weight sums
+            sums = torch.zeros_like(cent).index_add_(0, assign, x * w[:, None])
         empty = counts == 0
-        cent = torch.where(empty[:, None], cent, sums / counts.clamp_min(1)[:, None])
+        cent = torch.where(empty[:, None], cent, sums / counts.clamp_min(1e-30)[:, None])
         n_empty = int(empty.sum())
         if n_empty:
-            pick = torch.randint(0, m, (n_empty,), generator=generator, device=gen_device)
-            cent[empty] = x[pick.to(x.device)]
+            cent[empty] = x[draw(n_empty, True).to(x.device)]
     return cent
 
 

@@ -84,6 +84,7 @@ class TokenizerTrainConfig:
     val_every: int = 250
     val_jets: int = 2000  # jets of the validation set evaluated at each check (0 = all)
     max_kmeans_particles: int = 200_000  # k-means tokenizer: particles used to fit
+    kmeans_pt_weight: float = 0.0  # k-means tokenizer: weight particles by pT^this (0 = unweighted)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -92,6 +93,8 @@ class TokenizerTrainConfig:
                 raise ConfigError(">= 1", field=f"train.{name}", found=getattr(self, name))
         if not self.lr > 0:
             raise ConfigError("> 0", field="train.lr", found=self.lr)
+        if self.kmeans_pt_weight < 0:
+            raise ConfigError(">= 0", field="train.kmeans_pt_weight", found=self.kmeans_pt_weight)
         if self.warmup_steps < 0 or self.val_jets < 0 or self.grad_clip < 0:
             raise ConfigError(
                 "non-negative warmup_steps, val_jets and grad_clip",

@@ -191,7 +191,8 @@ def _fit_kmeans(
         parts = torch.cat(chunks) if chunks else torch.zeros(0, n_features)
     if parts.shape[0] > limit:
         parts = parts[torch.randperm(parts.shape[0], generator=gen)[:limit]]
-    tok.fit(parts, seed=cfg.seed)
+    weights = tok.pt_weights(parts, cfg.kmeans_pt_weight) if cfg.kmeans_pt_weight else None
+    tok.fit(parts, seed=cfg.seed, weights=weights)
 
 
 def train_tokenizer(
