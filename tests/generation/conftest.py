@@ -34,6 +34,7 @@ def make_task(
     input_kind: str = "tokens",
     n_registers: int = 0,
     seed: int = 0,
+    **task: object,
 ) -> NTPTask:
     """An untrained tiny causal token model (mechanics tests need no training)."""
     torch.manual_seed(seed)
@@ -46,7 +47,8 @@ def make_task(
         n_features=3,
         n_registers=n_registers,
     )
-    return NTPTask(NTPConfig(backbone=bb, n_classes=n_classes), tokenizer=tokenizer).eval()
+    cfg = NTPConfig(backbone=bb, n_classes=n_classes, **task)  # type: ignore[arg-type]
+    return NTPTask(cfg, tokenizer=tokenizer).eval()
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,9 @@ def _draw(task, n=24, seed=0, labels=None, **kw):
     [
         {"n_classes": 2, "n_registers": 2},
         {"input_kind": "hybrid"},
+        {"input_kind": "hybrid", "hybrid_features": "decoded", "geometric_head": True},
     ],
-    ids=["conditional+registers", "hybrid"],
+    ids=["conditional+registers", "hybrid", "decoded+geometric"],
 )
 def test_cached_equals_uncached(kmeans_tokenizer, settings, model) -> None:
     """Same seed: the KV-cache path and the rerun-the-whole-prefix path give identical jets."""

@@ -55,11 +55,21 @@ def _train(task: NTPTask, steps: int = 30) -> list[float]:
     return losses
 
 
-@pytest.mark.parametrize("input_kind,n_classes", [("tokens", 0), ("hybrid", 2)])
-def test_loss_decreases(input_kind: str, n_classes: int, tokenizer: GridTokenizer) -> None:
+@pytest.mark.parametrize(
+    "input_kind,n_classes,extra",
+    [
+        ("tokens", 0, {}),
+        ("hybrid", 2, {}),
+        ("tokens", 0, {"geometric_head": True}),
+        ("hybrid", 0, {"geometric_head": True, "hybrid_features": "decoded"}),
+    ],
+)
+def test_loss_decreases(
+    input_kind: str, n_classes: int, extra: dict, tokenizer: GridTokenizer
+) -> None:
     torch.manual_seed(0)
     bb = BackboneConfig(dim=32, depth=2, heads=4, causal=True, input=input_kind, n_features=3)
-    task = NTPTask(NTPConfig(backbone=bb, n_classes=n_classes), tokenizer=tokenizer)
+    task = NTPTask(NTPConfig(backbone=bb, n_classes=n_classes, **extra), tokenizer=tokenizer)
     losses = _train(task)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.8 * first, (first, last)
@@ -129,6 +139,66 @@ def test_generate_matches_full_forward(tokenizer: GridTokenizer) -> None:
     assert x.shape == (3, 5, 3) and torch.equal(x[~m], torch.zeros_like(x[~m]))
 
 
+def test_decoded_hybrid_features_train_as_they_sample(tokenizer: GridTokenizer) -> None:
+    """hybrid_features=decoded: the loss embeds a sequence exactly as the sampler does."""
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, depth=2, heads=4, causal=True, input="hybrid", n_features=3)
+    b = synthetic_batch(B=4, N=6)
+    for mode, same in (("decoded", True), ("exact", False)):
+        task = NTPTask(NTPConfig(backbone=bb, hybrid_features=mode), tokenizer=tokenizer).eval()
+        seq = task.build_sequences(b["x"], b["mask"])
+        in_loss = task._embed(seq["inputs"], seq["x_in"], None, first=True)
+        in_sampler = task.embed_tokens(seq["inputs"], None, first=True)
+        real = seq["input_mask"]
+        assert torch.allclose(in_loss[real], in_sampler[real]) is same, mode
+    # decoded features: the grid cell centres of the particles (zero at START)
+    task = NTPTask(NTPConfig(backbone=bb, hybrid_features="decoded"), tokenizer=tokenizer)
+    seq = task.build_sequences(b["x"], b["mask"])
+    ids = seq["inputs"][:, 1:]
+    real = (ids >= 0) & (ids < 16)
+    torch.testing.assert_close(seq["x_in"][:, 1:][real], tokenizer.decode(ids[real][:, None])[:, 0])
+    assert torch.equal(seq["x_in"][:, 0], torch.zeros_like(seq["x_in"][:, 0]))
+
+
+def test_geometric_head_ties_rows_to_code_features(tokenizer: GridTokenizer) -> None:
+    from jetfm.models import GeometricTokenHead
+
+    torch.manual_seed(0)
+    task = NTPTask(NTPConfig(backbone=TINY, geometric_head=True), tokenizer=tokenizer)
+    head = task.head
+    assert isinstance(head, GeometricTokenHead)
+    K = tokenizer.codebook_size
+    codes = tokenizer.decode(torch.arange(K)[:, None])[:, 0]
+    torch.testing.assert_close(head.code_features, codes)
+    h = torch.randn(5, 32)
+    # logits by hand: code k scores h . (w_k + g(c_k)) + b_k; START/STOP only h . w + b
+    g = head.geometry(codes)  # (K, D)
+    w, bias = head.proj.weight, head.proj.bias
+    want = torch.cat([h @ (w[:K] + g).T, h @ w[K:].T], dim=1) + bias
+    torch.testing.assert_close(head(h), want)
+    # codes with equal features and equal free rows get equal logits
+    with torch.no_grad():
+        head.code_features[3] = head.code_features[7]
+        head.proj.weight[3] = head.proj.weight[7]
+        head.proj.bias[3] = head.proj.bias[7]
+    out = head(h)
+    torch.testing.assert_close(out[:, 3], out[:, 7])
+    # eval + no_grad caches the weight, and a parameter update refreshes it
+    head.eval()
+    with torch.no_grad():
+        first = head(h)
+        torch.testing.assert_close(first, out)
+        head.geometry[0].weight.add_(0.5)
+        second = head(h)
+    head.train()
+    torch.testing.assert_close(second, head(h).detach())
+    assert not torch.allclose(first, second)
+    with pytest.raises(ConfigError, match="head_transform"):
+        NTPConfig(backbone=TINY, geometric_head=True, head_transform=True)
+    with pytest.raises(ConfigError, match="hybrid_features"):
+        NTPConfig(backbone=TINY, hybrid_features="both")  # type: ignore[arg-type]
+
+
 def test_config_errors(tokenizer: GridTokenizer) -> None:
     with pytest.raises(ConfigError, match="causal"):
         NTPConfig(backbone=BackboneConfig(dim=32, depth=1, heads=4, input="tokens"))
@@ -147,9 +217,11 @@ def test_config_errors(tokenizer: GridTokenizer) -> None:
         build_task({"name": "ntp", "tokenizer": "/nonexistent/tok"})
 
 
-def test_save_load_identity(tmp_path, tokenizer: GridTokenizer) -> None:
+@pytest.mark.parametrize("geometric", [False, True])
+def test_save_load_identity(tmp_path, tokenizer: GridTokenizer, geometric: bool) -> None:
     torch.manual_seed(0)
-    task = NTPTask(NTPConfig(backbone=TINY, n_classes=2), tokenizer=tokenizer).eval()
+    cfg = NTPConfig(backbone=TINY, n_classes=2, geometric_head=geometric)
+    task = NTPTask(cfg, tokenizer=tokenizer).eval()
     task.save_pretrained(tmp_path / "ntp")
     # the fake tokenizer is no checkpoint folder, so rebuild with it explicitly
     from jetfm.core.checkpoint import load_checkpoint

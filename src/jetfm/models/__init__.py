@@ -4,6 +4,7 @@ from jetfm.models.backbone import Backbone, BackboneConfig
 from jetfm.models.heads import (
     ClassAttentionClassifier,
     FlowMatchingHead,
+    GeometricTokenHead,
     MeanPoolClassifier,
     RegressionHead,
     TokenHead,
@@ -17,6 +18,7 @@ __all__ = [
     "BackboneConfig",
     "ClassAttentionClassifier",
     "FlowMatchingHead",
+    "GeometricTokenHead",
     "MeanPoolClassifier",
     "RegressionHead",
     "TokenHead",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone, BackboneConfig
-from jetfm.models.heads import TokenHead
+from jetfm.models.heads import GeometricTokenHead, TokenHead
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 
 IGNORE_ID = -100
@@ -49,6 +49,13 @@ class NTPConfig:
     tokenizer: str | None = None  # tokenizer checkpoint folder (required to build the task)
     n_classes: int = 0  # > 0: class-conditional START token (batch["label"] in [0, n_classes))
     head_transform: bool = False
+    #: tie each code's output row to its decoded features (:class:`GeometricTokenHead`); helps
+    #: large codebooks, whose codes are each seen rarely
+    geometric_head: bool = False
+    #: features a ``hybrid`` backbone reads in training: ``exact`` (the particles' own; richer
+    #: representations for tagging) or ``decoded`` (the tokens' decoded features, which is all a
+    #: generated jet has: training then matches sampling)
+    hybrid_features: Literal["exact", "decoded"] = "exact"
 
     def __post_init__(self) -> None:
         if not self.backbone.causal:
@@ -65,6 +72,18 @@ class NTPConfig:
             )
         if self.n_classes < 0:
             raise ConfigError("an integer >= 0", field="task.n_classes", found=self.n_classes)
+        if self.hybrid_features not in ("exact", "decoded"):
+            raise ConfigError(
+                "'exact' or 'decoded'",
+                field="task.hybrid_features",
+                found=repr(self.hybrid_features),
+            )
+        if self.geometric_head and self.head_transform:
+            raise ConfigError(
+                "head_transform: false with geometric_head: true",
+                field="task.head_transform",
+                found=True,
+            )
 
 
 def front_pack(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -106,7 +125,13 @@ class NTPTask(Task):
         D = config.backbone.dim
         self.backbone = Backbone(config.backbone)
         self.class_embed = nn.Embedding(config.n_classes, D) if config.n_classes > 0 else None
-        self.head = TokenHead(D, vocab, config.head_transform)
+        if config.geometric_head:
+            codes = torch.arange(K)[:, None]  # (K, 1): every code as a one-particle jet
+            with torch.no_grad():
+                feats = tokenizer.decode(codes, torch.ones_like(codes, dtype=torch.bool))
+            self.head: nn.Module = GeometricTokenHead(D, feats[:, 0].cpu(), n_special=2)
+        else:
+            self.head = TokenHead(D, vocab, config.head_transform)
 
     # ------------------------------------------------------------------ sequences
     def build_sequences(self, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -123,13 +148,33 @@ class NTPTask(Task):
         targets = torch.cat([ids.masked_fill(~mask, IGNORE_ID), ignore], dim=1)  # (B, L)
         n = mask.sum(dim=1)  # (B,)
         targets[torch.arange(B, device=mask.device), n] = self.stop_id
-        x_in = torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)  # (B, L, F)
-        return {"inputs": inputs, "input_mask": input_mask, "targets": targets, "x_in": x_in}
+        out = {"inputs": inputs, "input_mask": input_mask, "targets": targets}
+        if self.config.backbone.input == "hybrid":
+            if self.config.hybrid_features == "decoded":
+                out["x_in"] = self.token_features(inputs)  # (B, L, F), as sampling sees them
+            else:
+                out["x_in"] = torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)  # (B, L, F)
+        return out
+
+    @torch.no_grad()
+    def token_features(self, tokens: Tensor) -> Tensor:
+        """Decoded standardised features (b, T, F) of ids (b, T); zero at START/STOP/padding.
+
+        Each particle token is decoded on its own (as a one-particle jet), so its features do not
+        depend on the prefix: the same whether a sequence is fed at once or token by token.
+        """
+        b, T = tokens.shape
+        K = self.codebook_size
+        real = (tokens >= 0) & (tokens < K)
+        flat = tokens.clamp(0, K - 1).reshape(b * T, 1)
+        feats = self.tokenizer.decode(flat, real.reshape(b * T, 1))
+        return feats.reshape(b, T, -1).to(tokens.device)
 
     def _embed(
         self, inputs: Tensor, x_in: Tensor | None, labels: Tensor | None, first: bool
     ) -> Tensor:
-        """Embed ids (B, T) (+ features); add the class embedding to position 0 if ``first``."""
+        """Embed ids (B, T) (+ their features ``x_in`` (B, T, F) for a hybrid backbone); add the
+        class embedding to position 0 if ``first``."""
         h = self.backbone.embed(x_in if self.config.backbone.input == "hybrid" else None, inputs)
         if self.class_embed is not None and first:
             if labels is None:
@@ -157,7 +202,7 @@ class NTPTask(Task):
         n_feat = c.backbone.n_features if c.backbone.input == "hybrid" else None
         check_batch(batch, n_feat)
         seq = self.build_sequences(batch["x"], batch["mask"])
-        h = self._embed(seq["inputs"], seq["x_in"], batch.get("label"), first=True)
+        h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), first=True)
         hid = self.backbone.encode(h, seq["input_mask"])  # (B, L, D)
         real = seq["input_mask"]
         logits = self.head(hid[real]).float()  # (M, V), only real positions
@@ -174,22 +219,8 @@ class NTPTask(Task):
 
     # ------------------------------------------------------------------ sampling
     def embed_tokens(self, tokens: Tensor, labels: Tensor | None, first: bool) -> Tensor:
-        """Embed a (prefix of a) token sequence (b, T) exactly as :meth:`loss` does.
-
-        For a ``hybrid`` backbone each particle token is decoded on its own (as a one-particle jet),
-        so the features are the same whether a prefix is fed at once or token by token (KV cache).
-        """
-        feats = None
-        if self.config.backbone.input == "hybrid":
-            b, T = tokens.shape
-            K = self.codebook_size
-            real = (tokens >= 0) & (tokens < K)
-            flat = tokens.clamp(0, K - 1).reshape(b * T, 1)
-            feats = (
-                self.tokenizer.decode(flat, real.reshape(b * T, 1))
-                .reshape(b, T, -1)
-                .to(tokens.device)
-            )
+        """Embed a (prefix of a) token sequence (b, T) exactly as :meth:`loss` does."""
+        feats = self.token_features(tokens) if self.config.backbone.input == "hybrid" else None
         return self._embed(tokens, feats, labels, first)
 
     @torch.no_grad()
