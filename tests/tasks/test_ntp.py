@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -172,7 +174,11 @@ def test_geometric_head_ties_rows_to_code_features(tokenizer: GridTokenizer) -> 
     torch.testing.assert_close(head.code_features, codes)
     h = torch.randn(5, 32)
     # logits by hand: code k scores h . (w_k + g(c_k)) + b_k; START/STOP only h . w + b
-    g = head.geometry(codes)  # (K, D)
+    with torch.no_grad():  # away from the zero initialisation, so the geometry term counts
+        head.geometry[-1].weight.normal_(0, 0.1)
+    phase = 2 * math.pi * codes @ head.frequencies  # (K, n): random Fourier features of c_k
+    g = head.geometry(torch.cat([phase.sin(), phase.cos()], dim=1))  # (K, D)
+    torch.testing.assert_close(head.code_embedding(), g)
     w, bias = head.proj.weight, head.proj.bias
     want = torch.cat([h @ (w[:K] + g).T, h @ w[K:].T], dim=1) + bias
     torch.testing.assert_close(head(h), want)

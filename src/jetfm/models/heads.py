@@ -53,29 +53,51 @@ class GeometricTokenHead(nn.Module):
 
     A plain projection learns every code's output row from that code's own occurrences; with 8192
     codes and ~100 training particles per code that is a noisy estimate. Here the row of code k is
-    ``w_k + g(c_k)``: a free row plus a small MLP ``g`` of the code's decoded (standardised)
-    features ``c_k`` (K, F), so a hard particle at some (deta, dphi) raises the logits of every
-    code near it. Special ids (START, STOP) keep free rows only.
+    ``w_k + g(c_k)``: a free row plus a learned function ``g`` of the code's decoded (standardised)
+    features ``c_k`` (K, F). ``g`` is an MLP on random Fourier features of ``c_k``, so ``h . g(c)``
+    can form a bump around any point of feature space: "the next particle is near (deta, dphi)"
+    then raises the logits of every code near there, not just of the codes seen there in training.
+    Special ids (START, STOP) keep free rows only.
 
     In eval mode without gradients the effective weight (K + S, D) is computed once and reused
     until a parameter changes (tracked by the parameters' version counters), so KV-cached sampling
     pays for ``g`` once per call, not at every step.
     """
 
-    def __init__(self, dim: int, code_features: Tensor, n_special: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        code_features: Tensor,
+        n_special: int,
+        n_frequencies: int = 64,
+        frequency_scale: float = 3.0,
+    ) -> None:
         super().__init__()
         if code_features.ndim != 2 or code_features.shape[0] < 1:
             raise ValueError(f"code_features must be (K, F), got {tuple(code_features.shape)}")
         k, f = code_features.shape
         self.n_special = int(n_special)
         self.register_buffer("code_features", code_features.detach().float().clone())  # (K, F)
-        self.geometry = nn.Sequential(nn.Linear(f, dim), nn.GELU(), nn.Linear(dim, dim))
+        # (F, n) random frequencies in cycles per standardised unit; saved with the weights
+        self.register_buffer("frequencies", torch.randn(f, n_frequencies) * frequency_scale)
+        self.geometry = nn.Sequential(
+            nn.Linear(2 * n_frequencies, dim), nn.GELU(), nn.Linear(dim, dim)
+        )
+        # zero output layer: training starts from the plain projection (the initial loss stays at
+        # ~log V instead of being blown up by large random geometry terms); its gradient is not zero
+        nn.init.zeros_(self.geometry[-1].weight)
+        nn.init.zeros_(self.geometry[-1].bias)
         self.proj = nn.Linear(dim, k + self.n_special)
         self._cache: tuple[tuple[int, ...], Tensor] | None = None  # (key, weight)
 
+    def code_embedding(self) -> Tensor:
+        """g(c_k) for every code: (K, D)."""
+        phase = 2 * math.pi * self.code_features @ self.frequencies  # (K, n)
+        return self.geometry(torch.cat([phase.sin(), phase.cos()], dim=-1))
+
     def weight(self) -> Tensor:
         """The effective output weight (K + S, D)."""
-        geo = self.geometry(self.code_features)  # (K, D)
+        geo = self.code_embedding()  # (K, D)
         pad = geo.new_zeros(self.n_special, geo.shape[1])
         return self.proj.weight + torch.cat([geo, pad])
 
@@ -83,9 +105,8 @@ class GeometricTokenHead(nn.Module):
         if self.training or torch.is_grad_enabled():
             self._cache = None
             return F.linear(h, self.weight(), self.proj.bias)
-        key = tuple(
-            v for t in (*self.parameters(), self.code_features) for v in (t.data_ptr(), t._version)
-        )
+        tensors = (*self.parameters(), self.code_features, self.frequencies)
+        key = tuple(v for t in tensors for v in (t.data_ptr(), t._version))
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self.weight())
         return F.linear(h, self._cache[1], self.proj.bias)
