@@ -39,7 +39,7 @@ def run(
 ) -> tuple[float, torch.Tensor]:
     cfg = SamplingConfig(max_length=length, min_length=length, use_cache=cache)
 
-    def embed(tokens: torch.Tensor, labels: torch.Tensor | None, first: bool) -> torch.Tensor:
+    def embed(tokens: torch.Tensor, labels: torch.Tensor | None, offset: int) -> torch.Tensor:
         return backbone.embed(None, tokens)
 
     sync = torch.cuda.synchronize if next(backbone.parameters()).is_cuda else None

@@ -40,8 +40,9 @@ def _draw(task, n=24, seed=0, labels=None, **kw):
         {"n_classes": 2, "n_registers": 2},
         {"input_kind": "hybrid"},
         {"input_kind": "hybrid", "hybrid_features": "decoded", "geometric_head": True},
+        {"position_embedding": True, "max_length": 20},
     ],
-    ids=["conditional+registers", "hybrid", "decoded+geometric"],
+    ids=["conditional+registers", "hybrid", "decoded+geometric", "positions"],
 )
 def test_cached_equals_uncached(kmeans_tokenizer, settings, model) -> None:
     """Same seed: the KV-cache path and the rerun-the-whole-prefix path give identical jets."""
@@ -54,6 +55,13 @@ def test_cached_equals_uncached(kmeans_tokenizer, settings, model) -> None:
     if settings["temperature"] > 0 or labels is not None:
         # the untrained model stops at varied lengths, so jets really left the batch mid-way
         assert len(set(a.lengths.tolist())) >= 2, a.lengths
+
+
+def test_position_embedding_bounds_the_length(kmeans_tokenizer) -> None:
+    task = make_task(kmeans_tokenizer, position_embedding=True, max_length=10)
+    assert _draw(task, max_length=10).mask.shape == (24, 10)
+    with pytest.raises(InputError, match="max_length"):
+        _draw(task, max_length=11)
 
 
 def test_output_layout_and_tokens(kmeans_tokenizer) -> None:

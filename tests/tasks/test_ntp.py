@@ -127,7 +127,7 @@ def test_generate_matches_full_forward(tokenizer: GridTokenizer) -> None:
     seq = [task.start_id]
     for _ in range(4):
         inp = torch.tensor([seq])
-        h = task._embed(inp, None, labels[:1], first=True)
+        h = task._embed(inp, None, labels[:1], 0)
         logits = task.head(task.backbone.encode(h, torch.ones_like(inp, dtype=torch.bool)))[0, -1]
         logits[task.start_id] = -float("inf")
         if len(seq) == 1:
@@ -149,8 +149,8 @@ def test_decoded_hybrid_features_train_as_they_sample(tokenizer: GridTokenizer) 
     for mode, same in (("decoded", True), ("exact", False)):
         task = NTPTask(NTPConfig(backbone=bb, hybrid_features=mode), tokenizer=tokenizer).eval()
         seq = task.build_sequences(b["x"], b["mask"])
-        in_loss = task._embed(seq["inputs"], seq["x_in"], None, first=True)
-        in_sampler = task.embed_tokens(seq["inputs"], None, first=True)
+        in_loss = task._embed(seq["inputs"], seq["x_in"], None, 0)
+        in_sampler = task.embed_tokens(seq["inputs"], None, 0)
         real = seq["input_mask"]
         assert torch.allclose(in_loss[real], in_sampler[real]) is same, mode
     # decoded features: the grid cell centres of the particles (zero at START)
@@ -160,6 +160,31 @@ def test_decoded_hybrid_features_train_as_they_sample(tokenizer: GridTokenizer) 
     real = (ids >= 0) & (ids < 16)
     torch.testing.assert_close(seq["x_in"][:, 1:][real], tokenizer.decode(ids[real][:, None])[:, 0])
     assert torch.equal(seq["x_in"][:, 0], torch.zeros_like(seq["x_in"][:, 0]))
+
+
+def test_position_embedding_learns_where_a_cut_jet_stops(tokenizer: GridTokenizer) -> None:
+    """Jets of exactly 6 particles with random tokens: only the position says when to STOP."""
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, depth=2, heads=4, causal=True, input="tokens")
+    task = NTPTask(NTPConfig(backbone=bb, position_embedding=True, max_length=8), tokenizer)
+    opt = torch.optim.AdamW(task.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        x = torch.rand(32, 6, 3, generator=g) * 4 - 2  # uniform over the 16 grid cells
+        out = task.loss({"x": x, "mask": torch.ones(32, 6, dtype=torch.bool)})
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    task.eval()
+    x = torch.rand(64, 6, 3, generator=g) * 4 - 2
+    seq = task.build_sequences(x, torch.ones(64, 6, dtype=torch.bool))
+    with torch.no_grad():
+        h = task.backbone.encode(task._embed(seq["inputs"], None, None, 0), seq["input_mask"])
+        p_stop = task.head(h).softmax(-1)[..., task.stop_id]  # (64, 7)
+    assert p_stop[:, 6].mean() > 0.9  # after the 6th particle
+    assert p_stop[:, :6].max() < 0.05  # never before
+    with pytest.raises(InputError, match="max_length"):
+        task.loss({"x": torch.zeros(2, 9, 3), "mask": torch.ones(2, 9, dtype=torch.bool)})
 
 
 def test_geometric_head_ties_rows_to_code_features(tokenizer: GridTokenizer) -> None:

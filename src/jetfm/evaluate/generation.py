@@ -198,6 +198,13 @@ def sample_ntp_tokens(
             field="labels",
             found="labels",
         )
+    cfg = config or SamplingConfig()
+    if getattr(task.config, "position_embedding", False) and cfg.max_length > task.config.max_length:
+        raise InputError(
+            f"max_length <= {task.config.max_length} (the model's position embedding ends there)",
+            field="max_length",
+            found=cfg.max_length,
+        )
     was_training = task.training
     task.eval()
     try:
@@ -208,7 +215,7 @@ def sample_ntp_tokens(
             n_jets=n_jets,
             start_id=int(task.start_id),
             stop_id=int(task.stop_id),
-            config=config,
+            config=cfg,
             labels=labels,
             generator=generator,
         )

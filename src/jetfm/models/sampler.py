@@ -5,9 +5,10 @@ passed as three pieces, so this module needs no task and works for any head or e
 
 * ``backbone`` - a causal :class:`~jetfm.models.backbone.Backbone` (``encode(h, mask, cache=)``);
 * ``head``     - hidden states (b, D) -> logits (b, V);
-* ``embed``    - ``embed(tokens (b, T), labels (b,) | None, first) -> h (b, T, D)``: embeds token ids
-  (and whatever else the model adds: class embedding on the START token when ``first`` is True,
-  continuous features of a hybrid model). ``first`` is True when ``tokens[:, 0]`` is the START token.
+* ``embed``    - ``embed(tokens (b, T), labels (b,) | None, offset) -> h (b, T, D)``: embeds token
+  ids (and whatever else the model adds: class embedding on the START token, continuous features
+  of a hybrid model, position embeddings). ``offset`` is the sequence position of ``tokens[:, 0]``:
+  0 when it is the START token, the step number when the KV cache feeds one new token.
 
 Each step draws one token per unfinished jet. Why the choices:
 
@@ -45,7 +46,7 @@ from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone
 from jetfm.nn.attention import KVCache
 
-EmbedFn = Callable[[Tensor, Tensor | None, bool], Tensor]
+EmbedFn = Callable[[Tensor, Tensor | None, int], Tensor]
 HeadFn = Callable[[Tensor], Tensor]
 
 PAD_ID = -1
@@ -229,10 +230,10 @@ def generate_tokens(
     for step in range(N):
         lab = None if labels is None else labels[rows]
         if cache is not None:
-            h = embed(seq, lab, step == 0)  # (b, 1, D): the new token only
+            h = embed(seq, lab, step)  # (b, 1, D): the new token only, at position step
             hid = backbone.encode(h, None, cache=cache)[:, -1]  # (b, D)
         else:
-            h = embed(seq, lab, True)  # (b, T, D): the whole prefix again
+            h = embed(seq, lab, 0)  # (b, T, D): the whole prefix again
             hid = backbone.encode(h, None)[:, -1]
         logits = head(hid).float()  # (b, V)
         logits[:, never] = -float("inf")

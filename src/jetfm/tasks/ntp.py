@@ -56,6 +56,12 @@ class NTPConfig:
     #: representations for tagging) or ``decoded`` (the tokens' decoded features, which is all a
     #: generated jet has: training then matches sampling)
     hybrid_features: Literal["exact", "decoded"] = "exact"
+    #: add a learned embedding of the sequence position (0 = START) to every input. The backbone
+    #: itself has none (it is a set model), so without it the model can only guess how many
+    #: particles it has placed, and a jet cut at the loader's max_particles must STOP at exactly
+    #: that length. ``max_length`` bounds the particles per jet in training and sampling.
+    position_embedding: bool = False
+    max_length: int = 128
 
     def __post_init__(self) -> None:
         if not self.backbone.causal:
@@ -72,6 +78,8 @@ class NTPConfig:
             )
         if self.n_classes < 0:
             raise ConfigError("an integer >= 0", field="task.n_classes", found=self.n_classes)
+        if self.max_length < 1:
+            raise ConfigError("an integer >= 1", field="task.max_length", found=self.max_length)
         if self.hybrid_features not in ("exact", "decoded"):
             raise ConfigError(
                 "'exact' or 'decoded'",
@@ -125,6 +133,12 @@ class NTPTask(Task):
         D = config.backbone.dim
         self.backbone = Backbone(config.backbone)
         self.class_embed = nn.Embedding(config.n_classes, D) if config.n_classes > 0 else None
+        # positions 0 (START) .. max_length (the input after the last particle)
+        self.position_embed = (
+            nn.Embedding(config.max_length + 1, D) if config.position_embedding else None
+        )
+        if self.position_embed is not None:
+            nn.init.normal_(self.position_embed.weight, std=0.02)
         if config.geometric_head:
             codes = torch.arange(K)[:, None]  # (K, 1): every code as a one-particle jet
             with torch.no_grad():
@@ -171,11 +185,22 @@ class NTPTask(Task):
         return feats.reshape(b, T, -1).to(tokens.device)
 
     def _embed(
-        self, inputs: Tensor, x_in: Tensor | None, labels: Tensor | None, first: bool
+        self, inputs: Tensor, x_in: Tensor | None, labels: Tensor | None, offset: int = 0
     ) -> Tensor:
-        """Embed ids (B, T) (+ their features ``x_in`` (B, T, F) for a hybrid backbone); add the
-        class embedding to position 0 if ``first``."""
+        """Embed ids (B, T) at positions ``offset .. offset + T - 1`` (+ their features ``x_in``
+        (B, T, F) for a hybrid backbone); the class embedding goes on position 0 (START)."""
         h = self.backbone.embed(x_in if self.config.backbone.input == "hybrid" else None, inputs)
+        if self.position_embed is not None:
+            T = inputs.shape[1]
+            if offset + T > self.config.max_length + 1:
+                raise InputError(
+                    f"at most task.max_length = {self.config.max_length} particles per jet",
+                    field="max_length",
+                    found=offset + T - 1,
+                )
+            pos = torch.arange(offset, offset + T, device=inputs.device)
+            h = h + self.position_embed(pos)[None]  # (1, T, D)
+        first = offset == 0
         if self.class_embed is not None and first:
             if labels is None:
                 raise InputError(
@@ -202,7 +227,7 @@ class NTPTask(Task):
         n_feat = c.backbone.n_features if c.backbone.input == "hybrid" else None
         check_batch(batch, n_feat)
         seq = self.build_sequences(batch["x"], batch["mask"])
-        h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), first=True)
+        h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), 0)
         hid = self.backbone.encode(h, seq["input_mask"])  # (B, L, D)
         real = seq["input_mask"]
         logits = self.head(hid[real]).float()  # (M, V), only real positions
@@ -218,10 +243,10 @@ class NTPTask(Task):
         return out
 
     # ------------------------------------------------------------------ sampling
-    def embed_tokens(self, tokens: Tensor, labels: Tensor | None, first: bool) -> Tensor:
-        """Embed a (prefix of a) token sequence (b, T) exactly as :meth:`loss` does."""
+    def embed_tokens(self, tokens: Tensor, labels: Tensor | None, offset: int) -> Tensor:
+        """Embed tokens (b, T) at positions ``offset ..`` exactly as :meth:`loss` does."""
         feats = self.token_features(tokens) if self.config.backbone.input == "hybrid" else None
-        return self._embed(tokens, feats, labels, first)
+        return self._embed(tokens, feats, labels, offset)
 
     @torch.no_grad()
     def generate(
