@@ -199,10 +199,7 @@ def sample_ntp_tokens(
             found="labels",
         )
     cfg = config or SamplingConfig()
-    if (
-        getattr(task.config, "position_embedding", False)
-        and cfg.max_length > task.config.max_length
-    ):
+    if task.config.position_embedding and cfg.max_length > task.config.max_length:
         raise InputError(
             f"max_length <= {task.config.max_length} (the model's position embedding ends there)",
             field="max_length",

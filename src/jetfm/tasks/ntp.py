@@ -139,11 +139,17 @@ class NTPTask(Task):
         )
         if self.position_embed is not None:
             nn.init.normal_(self.position_embed.weight, std=0.02)
-        if config.geometric_head:
-            codes = torch.arange(K)[:, None]  # (K, 1): every code as a one-particle jet
+        # decoded standardised features of every code (K, F), each decoded on its own as a
+        # one-particle jet: derived from the frozen tokenizer, so not saved with the weights
+        table = None
+        if config.geometric_head or config.backbone.input == "hybrid":
+            codes = torch.arange(K)[:, None]  # (K, 1)
             with torch.no_grad():
-                feats = tokenizer.decode(codes, torch.ones_like(codes, dtype=torch.bool))
-            self.head: nn.Module = GeometricTokenHead(D, feats[:, 0].cpu(), n_special=2)
+                table = tokenizer.decode(codes, torch.ones_like(codes, dtype=torch.bool))[:, 0]
+        self.code_features: Tensor | None
+        self.register_buffer("code_features", table, persistent=False)
+        if config.geometric_head:
+            self.head: nn.Module = GeometricTokenHead(D, self.code_features, n_special=2)
         else:
             self.head = TokenHead(D, vocab, config.head_transform)
 
@@ -170,19 +176,17 @@ class NTPTask(Task):
                 out["x_in"] = torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)  # (B, L, F)
         return out
 
-    @torch.no_grad()
     def token_features(self, tokens: Tensor) -> Tensor:
         """Decoded standardised features (b, T, F) of ids (b, T); zero at START/STOP/padding.
 
-        Each particle token is decoded on its own (as a one-particle jet), so its features do not
-        depend on the prefix: the same whether a sequence is fed at once or token by token.
+        A lookup in :attr:`code_features` (each code decoded on its own), so a token's features do
+        not depend on the prefix: the same whether a sequence is fed at once or token by token.
         """
-        b, T = tokens.shape
+        assert self.code_features is not None  # built for hybrid input
         K = self.codebook_size
-        real = (tokens >= 0) & (tokens < K)
-        flat = tokens.clamp(0, K - 1).reshape(b * T, 1)
-        feats = self.tokenizer.decode(flat, real.reshape(b * T, 1))
-        return feats.reshape(b, T, -1).to(tokens.device)
+        real = (tokens >= 0) & (tokens < K)  # (b, T)
+        feats = self.code_features[tokens.clamp(0, K - 1)]  # (b, T, F)
+        return feats * real[..., None]
 
     def _embed(
         self, inputs: Tensor, x_in: Tensor | None, labels: Tensor | None, offset: int = 0
@@ -244,7 +248,9 @@ class NTPTask(Task):
 
     # ------------------------------------------------------------------ sampling
     def embed_tokens(self, tokens: Tensor, labels: Tensor | None, offset: int) -> Tensor:
-        """Embed tokens (b, T) at positions ``offset ..`` exactly as :meth:`loss` does."""
+        """Embed tokens (b, T) at positions ``offset ..`` as :meth:`loss` does (a hybrid backbone
+        reads the tokens' decoded features here; in training too with ``hybrid_features: decoded``,
+        the exact particle features with ``exact``)."""
         feats = self.token_features(tokens) if self.config.backbone.input == "hybrid" else None
         return self._embed(tokens, feats, labels, offset)
 
