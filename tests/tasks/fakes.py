@@ -19,6 +19,10 @@ class GridTokenizer(nn.Module):
     def codebook_size(self) -> int:
         return self.bins * self.bins
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return ("deta", "dphi", "log_pt", "log_e", "charge")[: self.n_features]
+
     @torch.no_grad()
     def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         i = torch.bucketize(x[..., 0].contiguous(), self.edges)

@@ -64,6 +64,7 @@ def _train(task: NTPTask, steps: int = 30) -> list[float]:
         ("hybrid", 2, {}),
         ("tokens", 0, {"geometric_head": True}),
         ("hybrid", 0, {"geometric_head": True, "hybrid_features": "decoded"}),
+        ("tokens", 2, {"neighbour_prior": True, "neighbour_parents": 4}),
     ],
 )
 def test_loss_decreases(
@@ -248,10 +249,78 @@ def test_config_errors(tokenizer: GridTokenizer) -> None:
         build_task({"name": "ntp", "tokenizer": "/nonexistent/tok"})
 
 
-@pytest.mark.parametrize("geometric", [False, True])
-def test_save_load_identity(tmp_path, tokenizer: GridTokenizer, geometric: bool) -> None:
+def test_neighbour_prior_hand_computed() -> None:
+    """prior_k = a_0 + sum_{s,j} a_sj exp(-|c_k - x_j|^2 / 2 sigma_s^2) over the allowed j."""
+    from jetfm.models import NeighbourPrior
+
+    codes = torch.tensor([[0.0, 0.0, 1.0], [0.1, 0.0, 2.0], [0.0, 0.3, 0.0], [1.0, 1.0, 0.0]])
+    prior = NeighbourPrior(8, codes, angular=[0, 1], widths=(0.1, 0.5), key_dim=4)
+    # zero query and "anywhere" layers: every allowed (scale, particle) scores like a_0
+    with torch.no_grad():
+        for lin in (prior.query, prior.anywhere):
+            lin.weight.zero_()
+            lin.bias.zero_()
+    hid = torch.randn(1, 2, 8)
+    feats = torch.tensor([[[0.0, 0.0, 5.0], [1.0, 1.0, -1.0]]])  # (1, P=2, F): two particles
+    allowed = torch.tensor([[[True, False], [True, True]]])  # query 0 sees particle 0 only
+    out = prior(hid, feats, allowed)  # (1, 2, 4)
+    d2 = ((codes[:, None, :2] - feats[0, None, :, :2]) ** 2).sum(-1)  # (K, P)
+    ker = [torch.exp(-d2 / (2 * w**2)) for w in (0.1, 0.5)]  # per scale (K, P)
+    want0 = (1 + ker[0][:, 0] + ker[1][:, 0]) / 3  # a_0 = a_s0 = 1/3; the pT column plays no part
+    want1 = (1 + ker[0].sum(1) + ker[1].sum(1)) / 5
+    torch.testing.assert_close(out[0, 0], want0.log())
+    torch.testing.assert_close(out[0, 1], want1.log())
+    # the code on top of particle 0 gets the largest boost, the far code almost none
+    assert out[0, 0, 0] > out[0, 0, 1] > out[0, 0, 2] > out[0, 0, 3]
+    assert out[0, 0, 3] - math.log(1 / 3) < 0.02  # sqrt(2) away: exp(-4) from the wide scale
+    # nothing allowed: prior 1 everywhere
+    none = prior(hid, feats, torch.zeros_like(allowed))
+    torch.testing.assert_close(none, torch.zeros_like(none))
+
+
+def test_neighbour_prior_is_causal_and_bounded(tokenizer: GridTokenizer) -> None:
+    """Position i points at particles 1..i (and the leading ``neighbour_parents`` only)."""
     torch.manual_seed(0)
-    cfg = NTPConfig(backbone=TINY, n_classes=2, geometric_head=geometric)
+    cfg = NTPConfig(backbone=TINY, neighbour_prior=True, neighbour_parents=3)
+    task = NTPTask(cfg, tokenizer=tokenizer).eval()
+    b = synthetic_batch(B=2, N=6)
+    b["mask"][:] = True
+    seq = task.build_sequences(b["x"], b["mask"])
+    hid = torch.randn(2, seq["inputs"].shape[1], 32)  # fixed hidden states: the prior alone
+    with torch.no_grad():
+        base = task.neighbour_log_prior(hid, seq["inputs"])  # (B, L, K)
+        torch.testing.assert_close(base[:, 0], torch.zeros_like(base[:, 0]))  # START: none yet
+        for j in (1, 3, 4):  # change particle j (sequence position j)
+            changed = seq["inputs"].clone()
+            changed[:, j] = (changed[:, j] + 5) % tokenizer.codebook_size
+            out = task.neighbour_log_prior(hid, changed)
+            torch.testing.assert_close(out[:, :j], base[:, :j])
+            moved = (out[:, j:] - base[:, j:]).abs().amax()
+            assert moved > 1e-4 if j <= 3 else moved == 0, (j, moved)  # particle 4: not a parent
+
+
+def test_neighbour_prior_config_errors(tokenizer: GridTokenizer) -> None:
+    with pytest.raises(ConfigError, match="neighbour_widths"):
+        NTPConfig(backbone=TINY, neighbour_prior=True, neighbour_widths=[0.1, 0.0])
+    with pytest.raises(ConfigError, match="neighbour_parents"):
+        NTPConfig(backbone=TINY, neighbour_prior=True, neighbour_parents=0)
+
+    class NoAngles(GridTokenizer):
+        feature_names = ("log_pt", "log_e", "charge")
+
+    with pytest.raises(ConfigError, match="deta and dphi"):
+        NTPTask(NTPConfig(backbone=TINY, neighbour_prior=True), tokenizer=NoAngles())
+
+
+@pytest.mark.parametrize("head", ["plain", "geometric", "neighbour"])
+def test_save_load_identity(tmp_path, tokenizer: GridTokenizer, head: str) -> None:
+    torch.manual_seed(0)
+    cfg = NTPConfig(
+        backbone=TINY,
+        n_classes=2,
+        geometric_head=head != "plain",
+        neighbour_prior=head == "neighbour",
+    )
     task = NTPTask(cfg, tokenizer=tokenizer).eval()
     task.save_pretrained(tmp_path / "ntp")
     # the fake tokenizer is no checkpoint folder, so rebuild with it explicitly

@@ -218,6 +218,7 @@ def sample_ntp_tokens(
             config=cfg,
             labels=labels,
             generator=generator,
+            logit_bias=task.logit_bias_fn(),
         )
     finally:
         task.train(was_training)

@@ -8,7 +8,12 @@ passed as three pieces, so this module needs no task and works for any head or e
 * ``embed``    - ``embed(tokens (b, T), labels (b,) | None, offset) -> h (b, T, D)``: embeds token
   ids (and whatever else the model adds: class embedding on the START token, continuous features
   of a hybrid model, position embeddings). ``offset`` is the sequence position of ``tokens[:, 0]``:
-  0 when it is the START token, the step number when the KV cache feeds one new token.
+  0 when it is the START token, the step number when the KV cache feeds one new token;
+* ``logit_bias`` (optional) - ``logit_bias(hid (b, D), particles (b, T), cache) -> (b, V)`` added
+  to the head's logits: terms that depend on the particles sampled so far (the ids of the prefix,
+  START excluded), such as a pointer to earlier particles. ``cache`` is the KV cache (``None``
+  without one); its ``extra`` dict holds whatever per-jet state the bias keeps between steps, and
+  follows the batch when finished jets leave it.
 
 Each step draws one token per unfinished jet. Why the choices:
 
@@ -48,6 +53,7 @@ from jetfm.nn.attention import KVCache
 
 EmbedFn = Callable[[Tensor, Tensor | None, int], Tensor]
 HeadFn = Callable[[Tensor], Tensor]
+LogitBiasFn = Callable[[Tensor, Tensor, KVCache | None], Tensor]
 
 PAD_ID = -1
 
@@ -198,12 +204,14 @@ def generate_tokens(
     forbidden_ids: Sequence[int] = (),
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    logit_bias: LogitBiasFn | None = None,
 ) -> SampledTokens:
     """Sample ``n_jets`` token sequences ``START t_1 ... t_n [STOP]`` (see the module docstring).
 
     ``labels`` (B,) are passed to ``embed`` (class conditioning), restricted to the unfinished jets.
     ``forbidden_ids`` are never sampled (START always is). A seeded ``generator`` (CPU or on the
     model's device) makes the result reproducible for the same seed, batch size and settings.
+    ``logit_bias`` adds prefix-dependent terms to the logits (see the module docstring).
     """
     cfg = config or SamplingConfig()
     if not backbone.config.causal:
@@ -236,6 +244,8 @@ def generate_tokens(
             h = embed(seq, lab, 0)  # (b, T, D): the whole prefix again
             hid = backbone.encode(h, None)[:, -1]
         logits = head(hid).float()  # (b, V)
+        if logit_bias is not None:
+            logits = logits + logit_bias(hid, ids[rows, :step], cache).float()
         logits[:, never] = -float("inf")
         if step < cfg.min_length:
             logits[:, stop_id] = -float("inf")

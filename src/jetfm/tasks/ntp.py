@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone, BackboneConfig
-from jetfm.models.heads import GeometricTokenHead, TokenHead
+from jetfm.models.heads import GeometricTokenHead, NeighbourPrior, TokenHead
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 
 IGNORE_ID = -100
@@ -62,6 +62,15 @@ class NTPConfig:
     #: that length. ``max_length`` bounds the particles per jet in training and sampling.
     position_embedding: bool = False
     max_length: int = 128
+    #: add a pointer to earlier particles to the code logits (:class:`NeighbourPrior`): "the next
+    #: particle sits near particle j", at the angular widths ``neighbour_widths`` (standardised
+    #: deta/dphi units, one per scale, mixed by the model); needs deta and dphi among the
+    #: tokenizer's features
+    neighbour_prior: bool = False
+    neighbour_widths: list[float] = field(default_factory=lambda: [0.05, 0.2])
+    #: the pointer reaches the leading ``neighbour_parents`` particles only (pT order: they carry
+    #: most of the energy), which bounds its cost at (parents x scales x K) per position
+    neighbour_parents: int = 16
 
     def __post_init__(self) -> None:
         if not self.backbone.causal:
@@ -85,6 +94,16 @@ class NTPConfig:
                 "'exact' or 'decoded'",
                 field="task.hybrid_features",
                 found=repr(self.hybrid_features),
+            )
+        if not self.neighbour_widths or min(self.neighbour_widths) <= 0:
+            raise ConfigError(
+                "a non-empty list of positive widths",
+                field="task.neighbour_widths",
+                found=self.neighbour_widths,
+            )
+        if self.neighbour_parents < 1:
+            raise ConfigError(
+                "an integer >= 1", field="task.neighbour_parents", found=self.neighbour_parents
             )
         if self.geometric_head and self.head_transform:
             raise ConfigError(
@@ -142,7 +161,7 @@ class NTPTask(Task):
         # decoded standardised features of every code (K, F), each decoded on its own as a
         # one-particle jet: derived from the frozen tokenizer, so not saved with the weights
         table = None
-        if config.geometric_head or config.backbone.input == "hybrid":
+        if config.geometric_head or config.neighbour_prior or config.backbone.input == "hybrid":
             codes = torch.arange(K)[:, None]  # (K, 1)
             with torch.no_grad():
                 table = tokenizer.decode(codes, torch.ones_like(codes, dtype=torch.bool))[:, 0]
@@ -152,6 +171,19 @@ class NTPTask(Task):
             self.head: nn.Module = GeometricTokenHead(D, self.code_features, n_special=2)
         else:
             self.head = TokenHead(D, vocab, config.head_transform)
+        self.neighbour: NeighbourPrior | None = None
+        if config.neighbour_prior:
+            names = list(getattr(tokenizer, "feature_names", ()))
+            if "deta" not in names or "dphi" not in names:
+                raise ConfigError(
+                    "a tokenizer with deta and dphi among its features",
+                    field="task.neighbour_prior",
+                    found=f"tokenizer features {names}",
+                )
+            angular = [names.index("deta"), names.index("dphi")]
+            self.neighbour = NeighbourPrior(
+                D, self.code_features, angular, widths=config.neighbour_widths
+            )
 
     # ------------------------------------------------------------------ sequences
     def build_sequences(self, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -234,17 +266,82 @@ class NTPTask(Task):
         h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), 0)
         hid = self.backbone.encode(h, seq["input_mask"])  # (B, L, D)
         real = seq["input_mask"]
-        logits = self.head(hid[real]).float()  # (M, V), only real positions
-        targets = seq["targets"][real]  # (M,)
-        loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_ID)
+        if self.neighbour is None:
+            logits = self.head(hid[real]).float()  # (M, V), only real positions
+            targets = seq["targets"][real]  # (M,)
+            loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_ID)
+        else:
+            # every position (padding has IGNORE_ID targets): selecting the real rows of the
+            # (B, L, V) logits would cost a copy forward and a scatter backward
+            V = self.vocab_size
+            log_prior = self.neighbour_log_prior(hid, seq["inputs"])  # (B, L, K)
+            full = self.head(hid).float() + F.pad(log_prior, (0, V - self.codebook_size))
+            loss = F.cross_entropy(
+                full.view(-1, V), seq["targets"].view(-1), ignore_index=IGNORE_ID
+            )
+            with torch.no_grad():
+                pred, targets = full.detach().argmax(-1)[real], seq["targets"][real]  # (M,)
         out = {"loss": loss}
         with torch.no_grad():
-            pred = logits.argmax(-1)
+            if self.neighbour is None:
+                pred = logits.argmax(-1)
             is_stop = targets == self.stop_id
             out["accuracy"] = (pred == targets).float().mean()
             out["stop_accuracy"] = (pred[is_stop] == self.stop_id).float().mean()
             out["perplexity"] = loss.detach().exp()
         return out
+
+    def neighbour_log_prior(self, hid: Tensor, inputs: Tensor) -> Tensor:
+        """The neighbour prior of every position of full sequences (training): hidden states
+        (B, L, D) and input ids (B, L) (``START t_1 .. t_n`` + padding) -> log prior (B, L, K).
+
+        Position i predicts particle i + 1 and may point at particles 1..i (the inputs after START
+        up to and including its own), of which the leading ``neighbour_parents``."""
+        assert self.neighbour is not None
+        L = inputs.shape[1]
+        parts = inputs[:, 1 : 1 + self.config.neighbour_parents]  # (B, P) ids (STOP/pad after)
+        real = parts < self.codebook_size  # (B, P)
+        pos = torch.arange(L, device=inputs.device)
+        allowed = (pos[1 : 1 + parts.shape[1]][None, :] <= pos[:, None])[None]  # (1, L, P)
+        allowed = allowed & real[:, None, :]  # (B, L, P)
+        return self.neighbour(hid, self.token_features(parts), allowed)  # (B, L, K)
+
+    def neighbour_step_bias(self, hid: Tensor, particles: Tensor, cache: Any | None) -> Tensor:
+        """The sampler's ``logit_bias``: the neighbour prior of the next particle of b jets with
+        hidden states (b, D) and particles so far (b, T) -> (b, V).
+
+        With a KV cache the kernel rows of earlier particles (b, S, T, K) are kept in
+        ``cache.extra`` and each step computes the newest particle's row only; without one (the
+        reference path) every row is recomputed from the prefix. Both give the same logits."""
+        assert self.neighbour is not None
+        particles = particles[:, : self.config.neighbour_parents]
+        b, T = particles.shape
+        feats = self.token_features(particles)  # (b, T, F)
+        h = hid[:, None]  # (b, 1, D)
+        allowed = torch.ones(b, 1, T, dtype=torch.bool, device=hid.device)
+        a0, a = self.neighbour.weights(h, feats, allowed)  # (b, 1), (b, 1, S * T)
+        if cache is None:
+            kernels = self.neighbour.kernels(feats)  # (b, S, T, K)
+        else:
+            buf = cache.extra.get("neighbour_kernels")  # (b, S, capacity, K)
+            have = int(cache.extra["neighbour_count"][0]) if buf is not None and b else 0
+            if buf is None or buf.shape[2] < T:
+                S, K = self.neighbour.n_scales, self.codebook_size
+                grown = hid.new_zeros(b, S, max(T, 16, 2 * (0 if buf is None else buf.shape[2])), K)
+                if buf is not None:
+                    grown[:, :, :have] = buf[:, :, :have]
+                buf = grown
+            if T > have:
+                buf[:, :, have:T] = self.neighbour.kernels(feats[:, have:T])
+            cache.extra["neighbour_kernels"] = buf
+            cache.extra["neighbour_count"] = torch.full((b,), T, device=hid.device)
+            kernels = buf[:, :, :T]
+        log_prior = self.neighbour.log_prior(a0, a, kernels)[:, 0]  # (b, K)
+        return F.pad(log_prior, (0, self.vocab_size - self.codebook_size))  # (b, V)
+
+    def logit_bias_fn(self) -> Any:
+        """The sampler's ``logit_bias`` for this model, or None when it has no prefix terms."""
+        return self.neighbour_step_bias if self.neighbour is not None else None
 
     # ------------------------------------------------------------------ sampling
     def embed_tokens(self, tokens: Tensor, labels: Tensor | None, offset: int) -> Tensor:
@@ -296,6 +393,7 @@ class NTPTask(Task):
                 config=cfg,
                 labels=labels,
                 generator=generator,
+                logit_bias=self.logit_bias_fn(),
             )
         finally:
             self.train(was_training)

@@ -107,6 +107,11 @@ class Tokenizer(nn.Module):
         return self.config.n_features
 
     @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Names of the (standardised) particle features it reads, in column order."""
+        return tuple(self.config.feature_names)
+
+    @property
     def device(self) -> torch.device:
         for t in self.parameters():
             return t.device
