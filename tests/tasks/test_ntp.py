@@ -273,6 +273,14 @@ def test_neighbour_prior_hand_computed() -> None:
     # the code on top of particle 0 gets the largest boost, the far code almost none
     assert out[0, 0, 0] > out[0, 0, 1] > out[0, 0, 2] > out[0, 0, 3]
     assert out[0, 0, 3] - math.log(1 / 3) < 0.02  # sqrt(2) away: exp(-4) from the wide scale
+    # sampling's path (rows of the per-code table, one query per jet) gives the same numbers
+    parents = torch.tensor([[0, 3], [2, 2]])  # (b=2, P=2) code ids
+    a0, a = torch.tensor([0.2, 0.5]), torch.tensor([[0.1, 0.2, 0.3, 0.2], [0.0, 0.25, 0.25, 0.0]])
+    table = prior.code_table()
+    assert table.shape == (2, 4, 4) and prior.code_table() is table  # cached
+    by_rows = prior.log_prior_of_codes(a0, a, parents)  # (2, K)
+    by_kernels = prior.log_prior(a0[:, None], a[:, None], prior.kernels(codes[parents]))[:, 0]
+    torch.testing.assert_close(by_rows, by_kernels)
     # nothing allowed: prior 1 everywhere
     none = prior(hid, feats, torch.zeros_like(allowed))
     torch.testing.assert_close(none, torch.zeros_like(none))

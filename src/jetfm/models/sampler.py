@@ -9,11 +9,9 @@ passed as three pieces, so this module needs no task and works for any head or e
   ids (and whatever else the model adds: class embedding on the START token, continuous features
   of a hybrid model, position embeddings). ``offset`` is the sequence position of ``tokens[:, 0]``:
   0 when it is the START token, the step number when the KV cache feeds one new token;
-* ``logit_bias`` (optional) - ``logit_bias(hid (b, D), particles (b, T), cache) -> (b, V)`` added
-  to the head's logits: terms that depend on the particles sampled so far (the ids of the prefix,
-  START excluded), such as a pointer to earlier particles. ``cache`` is the KV cache (``None``
-  without one); its ``extra`` dict holds whatever per-jet state the bias keeps between steps, and
-  follows the batch when finished jets leave it.
+* ``logit_bias`` (optional) - ``logit_bias(hid (b, D), particles (b, T)) -> (b, V)`` added to
+  the head's logits: terms that depend on the particles sampled so far (the ids of the prefix,
+  START excluded), such as a pointer to earlier particles.
 
 Each step draws one token per unfinished jet. Why the choices:
 
@@ -53,7 +51,7 @@ from jetfm.nn.attention import KVCache
 
 EmbedFn = Callable[[Tensor, Tensor | None, int], Tensor]
 HeadFn = Callable[[Tensor], Tensor]
-LogitBiasFn = Callable[[Tensor, Tensor, KVCache | None], Tensor]
+LogitBiasFn = Callable[[Tensor, Tensor], Tensor]
 
 PAD_ID = -1
 
@@ -245,7 +243,7 @@ def generate_tokens(
             hid = backbone.encode(h, None)[:, -1]
         logits = head(hid).float()  # (b, V)
         if logit_bias is not None:
-            logits = logits + logit_bias(hid, ids[rows, :step], cache).float()
+            logits = logits + logit_bias(hid, ids[rows, :step]).float()
         logits[:, never] = -float("inf")
         if step < cfg.min_length:
             logits[:, stop_id] = -float("inf")

@@ -60,9 +60,6 @@ class KVCache:
     values: list[Tensor | None] = field(default_factory=list)
     mask_buffer: Tensor | None = None  # (B, capacity) bool
     length: int = 0  # committed positions
-    #: per-jet state of whatever else decodes incrementally alongside (e.g. an output head's
-    #: per-particle tables), (B, ...) each; :meth:`reorder` keeps it aligned with the batch
-    extra: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def mask(self) -> Tensor | None:
@@ -111,7 +108,6 @@ class KVCache:
         self.values = [None if v is None else v.index_select(0, index) for v in self.values]
         if self.mask_buffer is not None:
             self.mask_buffer = self.mask_buffer.index_select(0, index)
-        self.extra = {name: t.index_select(0, index) for name, t in self.extra.items()}
 
 
 class MultiHeadAttention(nn.Module):

@@ -306,37 +306,18 @@ class NTPTask(Task):
         allowed = allowed & real[:, None, :]  # (B, L, P)
         return self.neighbour(hid, self.token_features(parts), allowed)  # (B, L, K)
 
-    def neighbour_step_bias(self, hid: Tensor, particles: Tensor, cache: Any | None) -> Tensor:
+    def neighbour_step_bias(self, hid: Tensor, particles: Tensor) -> Tensor:
         """The sampler's ``logit_bias``: the neighbour prior of the next particle of b jets with
         hidden states (b, D) and particles so far (b, T) -> (b, V).
 
-        With a KV cache the kernel rows of earlier particles (b, S, T, K) are kept in
-        ``cache.extra`` and each step computes the newest particle's row only; without one (the
-        reference path) every row is recomputed from the prefix. Both give the same logits."""
+        Stateless (the same with or without a KV cache): the kernel rows of the earlier particles
+        are rows of the prior's per-code table, summed with their weights in one pass."""
         assert self.neighbour is not None
-        particles = particles[:, : self.config.neighbour_parents]
-        b, T = particles.shape
-        feats = self.token_features(particles)  # (b, T, F)
-        h = hid[:, None]  # (b, 1, D)
-        allowed = torch.ones(b, 1, T, dtype=torch.bool, device=hid.device)
-        a0, a = self.neighbour.weights(h, feats, allowed)  # (b, 1), (b, 1, S * T)
-        if cache is None:
-            kernels = self.neighbour.kernels(feats)  # (b, S, T, K)
-        else:
-            buf = cache.extra.get("neighbour_kernels")  # (b, S, capacity, K)
-            have = int(cache.extra["neighbour_count"][0]) if buf is not None and b else 0
-            if buf is None or buf.shape[2] < T:
-                S, K = self.neighbour.n_scales, self.codebook_size
-                grown = hid.new_zeros(b, S, max(T, 16, 2 * (0 if buf is None else buf.shape[2])), K)
-                if buf is not None:
-                    grown[:, :, :have] = buf[:, :, :have]
-                buf = grown
-            if T > have:
-                buf[:, :, have:T] = self.neighbour.kernels(feats[:, have:T])
-            cache.extra["neighbour_kernels"] = buf
-            cache.extra["neighbour_count"] = torch.full((b,), T, device=hid.device)
-            kernels = buf[:, :, :T]
-        log_prior = self.neighbour.log_prior(a0, a, kernels)[:, 0]  # (b, K)
+        parents = particles[:, : self.config.neighbour_parents]  # (b, P)
+        b, P = parents.shape
+        allowed = torch.ones(b, 1, P, dtype=torch.bool, device=hid.device)
+        a0, a = self.neighbour.weights(hid[:, None], self.token_features(parents), allowed)
+        log_prior = self.neighbour.log_prior_of_codes(a0[:, 0], a[:, 0], parents)  # (b, K)
         return F.pad(log_prior, (0, self.vocab_size - self.codebook_size))  # (b, V)
 
     def logit_bias_fn(self) -> Any:
