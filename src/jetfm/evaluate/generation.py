@@ -57,10 +57,8 @@ from jetfm.data.features import Preprocessing, compute_features, features_to_kin
 from jetfm.data.schema import JetBatch
 from jetfm.data.store import MANIFEST, Store, finalize_store, shard_exists, write_shard
 from jetfm.models.sampler import (
-    EmbedFn,
     SampledTokens,
     SamplingConfig,
-    generate_tokens,
     seeded_generator,
 )
 from jetfm.physics.jets import jet_four_momentum
@@ -171,11 +169,6 @@ class GenerationEvalConfig:
 
 
 # ================================================================================= sampling
-def ntp_embed_fn(task: Any) -> EmbedFn:
-    """The ``embed`` callable of :func:`~jetfm.models.sampler.generate_tokens` for an NTPTask."""
-    return task.embed_tokens
-
-
 def sample_ntp_tokens(
     task: Any,
     n_jets: int,
@@ -205,23 +198,7 @@ def sample_ntp_tokens(
             field="max_length",
             found=cfg.max_length,
         )
-    was_training = task.training
-    task.eval()
-    try:
-        return generate_tokens(
-            task.backbone,
-            task.head,
-            ntp_embed_fn(task),
-            n_jets=n_jets,
-            start_id=int(task.start_id),
-            stop_id=int(task.stop_id),
-            config=cfg,
-            labels=labels,
-            generator=generator,
-            logit_bias=task.logit_bias_fn(),
-        )
-    finally:
-        task.train(was_training)
+    return task.sample_tokens(n_jets, cfg, labels=labels, generator=generator)
 
 
 # ================================================================================= decoding

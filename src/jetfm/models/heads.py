@@ -31,6 +31,16 @@ from jetfm.nn.attention import MultiHeadAttention
 from jetfm.nn.transformer import Mlp
 
 
+def _version_key(*tensors: Tensor) -> tuple[int, ...]:
+    """Identity and in-place version of each tensor: a cache derived from them is stale once
+    the key changes (a parameter update, a reload into new storage)."""
+    return tuple(v for t in tensors for v in (t.data_ptr(), t._version))
+
+
+#: floor of a neighbour prior before its log: finite where a_0 underflows and no kernel reaches
+_PRIOR_FLOOR = 1e-30
+
+
 class TokenHead(nn.Module):
     """hidden (..., D) -> logits (..., K), through a small transform (dense + GELU + LayerNorm).
 
@@ -108,8 +118,7 @@ class GeometricTokenHead(nn.Module):
         if self.training or torch.is_grad_enabled():
             self._cache = None
             return F.linear(h, self.weight(), self.proj.bias)
-        tensors = (*self.parameters(), self.code_features, self.frequencies)
-        key = tuple(v for t in tensors for v in (t.data_ptr(), t._version))
+        key = _version_key(*self.parameters(), self.code_features, self.frequencies)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self.weight())
         return F.linear(h, self._cache[1], self.proj.bias)
@@ -203,7 +212,7 @@ class NeighbourPrior(nn.Module):
         positions change. Sampling reads rows of it (:meth:`log_prior_of_codes`) instead of
         keeping per-jet kernel rows, which had to be copied whenever finished jets left the batch
         (most of the sampling time). 4 S K^2 bytes: 0.5 GB for two scales of 8192 codes."""
-        key = (self.code_angles.data_ptr(), self.code_angles._version, self.widths._version)
+        key = _version_key(self.code_angles, self.widths)
         if self._table is None or self._table[0] != key:
             K = self.code_angles.shape[0]
             c = self.code_angles[None]  # (1, K, A)
@@ -216,7 +225,7 @@ class NeighbourPrior(nn.Module):
         """log prior (b, K) of one query per jet from weights a_0 (b,), a (b, S * P) and the
         earlier particles' code ids (b, P): weighted sums of rows of :meth:`code_table`."""
         b, P = parents.shape
-        prior = a0[:, None] + 1e-30  # (b, 1)
+        prior = a0[:, None] + _PRIOR_FLOOR  # (b, 1)
         if P == 0:
             return prior.log().expand(b, self.code_angles.shape[0])
         table = self.code_table()  # (S, K, K)
@@ -229,8 +238,8 @@ class NeighbourPrior(nn.Module):
     def log_prior(self, a0: Tensor, a: Tensor, kernels: Tensor) -> Tensor:
         """log prior (B, T, K) from the weights of :meth:`weights` and kernel rows (B, S, P, K)."""
         B, S, P, K = kernels.shape
-        # the floor keeps log finite where a_0 underflows and no kernel reaches (no clamp pass)
-        prior = torch.baddbmm(a0[..., None] + 1e-30, a, kernels.reshape(B, S * P, K))  # (B, T, K)
+        # the floor goes in with a_0, so no extra pass over (B, T, K) clamps it
+        prior = torch.baddbmm(a0[..., None] + _PRIOR_FLOOR, a, kernels.reshape(B, S * P, K))
         return prior.log()
 
     def forward(self, hid: Tensor, feats: Tensor, allowed: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone, BackboneConfig
 from jetfm.models.heads import GeometricTokenHead, NeighbourPrior, TokenHead
+from jetfm.models.sampler import SampledTokens, SamplingConfig, generate_tokens
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 
 IGNORE_ID = -100
@@ -266,10 +267,11 @@ class NTPTask(Task):
         h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), 0)
         hid = self.backbone.encode(h, seq["input_mask"])  # (B, L, D)
         real = seq["input_mask"]
+        targets = seq["targets"][real]  # (M,)
         if self.neighbour is None:
             logits = self.head(hid[real]).float()  # (M, V), only real positions
-            targets = seq["targets"][real]  # (M,)
             loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_ID)
+            pred = logits.detach().argmax(-1)  # (M,)
         else:
             # every position (padding has IGNORE_ID targets): selecting the real rows of the
             # (B, L, V) logits would cost a copy forward and a scatter backward
@@ -279,12 +281,9 @@ class NTPTask(Task):
             loss = F.cross_entropy(
                 full.view(-1, V), seq["targets"].view(-1), ignore_index=IGNORE_ID
             )
-            with torch.no_grad():
-                pred, targets = full.detach().argmax(-1)[real], seq["targets"][real]  # (M,)
+            pred = full.detach().argmax(-1)[real]  # (M,)
         out = {"loss": loss}
         with torch.no_grad():
-            if self.neighbour is None:
-                pred = logits.argmax(-1)
             is_stop = targets == self.stop_id
             out["accuracy"] = (pred == targets).float().mean()
             out["stop_accuracy"] = (pred[is_stop] == self.stop_id).float().mean()
@@ -320,10 +319,6 @@ class NTPTask(Task):
         log_prior = self.neighbour.log_prior_of_codes(a0[:, 0], a[:, 0], parents)  # (b, K)
         return F.pad(log_prior, (0, self.vocab_size - self.codebook_size))  # (b, V)
 
-    def logit_bias_fn(self) -> Any:
-        """The sampler's ``logit_bias`` for this model, or None when it has no prefix terms."""
-        return self.neighbour_step_bias if self.neighbour is not None else None
-
     # ------------------------------------------------------------------ sampling
     def embed_tokens(self, tokens: Tensor, labels: Tensor | None, offset: int) -> Tensor:
         """Embed tokens (b, T) at positions ``offset ..`` as :meth:`loss` does (a hybrid backbone
@@ -331,6 +326,35 @@ class NTPTask(Task):
         the exact particle features with ``exact``)."""
         feats = self.token_features(tokens) if self.config.backbone.input == "hybrid" else None
         return self._embed(tokens, feats, labels, offset)
+
+    @torch.no_grad()
+    def sample_tokens(
+        self,
+        n_jets: int,
+        config: SamplingConfig,
+        *,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SampledTokens:
+        """Run the one sampler, :func:`~jetfm.models.sampler.generate_tokens`, on this model's
+        pieces (backbone, head, embedding, neighbour prior) in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return generate_tokens(
+                self.backbone,
+                self.head,
+                self.embed_tokens,
+                n_jets=n_jets,
+                start_id=self.start_id,
+                stop_id=self.stop_id,
+                config=config,
+                labels=labels,
+                generator=generator,
+                logit_bias=self.neighbour_step_bias if self.neighbour is not None else None,
+            )
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def generate(
@@ -351,8 +375,6 @@ class NTPTask(Task):
         Delegates to the one sampler, :func:`jetfm.models.sampler.generate_tokens` (KV cache,
         temperature / top-k / top-p, STOP forbidden before ``min_length``; temperature 0 = greedy).
         """
-        from jetfm.models.sampler import SamplingConfig, generate_tokens
-
         cfg = SamplingConfig(
             temperature=temperature,
             top_k=top_k or 0,
@@ -361,23 +383,7 @@ class NTPTask(Task):
             min_length=min_length,
             use_cache=use_cache,
         )
-        was_training = self.training
-        self.eval()
-        try:
-            out = generate_tokens(
-                self.backbone,
-                self.head,
-                self.embed_tokens,
-                n_jets=n_jets,
-                start_id=self.start_id,
-                stop_id=self.stop_id,
-                config=cfg,
-                labels=labels,
-                generator=generator,
-                logit_bias=self.logit_bias_fn(),
-            )
-        finally:
-            self.train(was_training)
+        out = self.sample_tokens(n_jets, cfg, labels=labels, generator=generator)
         return out.ids, out.mask
 
     @torch.no_grad()
