@@ -195,3 +195,57 @@ def test_jet_sample_massless_observables() -> None:
     assert stored.jets["mass"][0] > massless.jets["mass"][0]
     np.testing.assert_allclose(massless.feature("dphi")[0], [0.1, -0.1], atol=1e-6)
     np.testing.assert_allclose(massless.feature("pt_rel")[0], pt / px.sum(), rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:.*more than max_particles")
+def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_path) -> None:
+    """`jetfm pretrain` fits the jet tokens' bin edges on the training jets and saves them with
+    the weights; `jetfm sample` draws jet bins, then particles, into a store."""
+    import yaml
+
+    from jetfm.tasks import Task
+    from jetfm.train import latest_checkpoint, pretrain
+
+    kmeans_tokenizer.save_pretrained(tmp_path / "tok")
+    cfg = {
+        "data": {"store": str(toy_store), "feature_set": "kin3", "preprocessing_jets": 500},
+        "loader": {"batch_size": 16, "max_particles": 32, "block_size": 64, "group_blocks": 2},
+        "task": {
+            "name": "ntp",
+            "tokenizer": str(tmp_path / "tok"),
+            "n_classes": 2,
+            "jet_tokens": ["mass", "n_particles"],
+            "jet_token_bins": 4,
+            "position_embedding": True,
+            "max_length": 32,
+            "backbone": {"dim": 16, "depth": 1, "heads": 2, "causal": True, "input": "tokens"},
+        },
+        "train": {
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 2,
+            "accelerator": "cpu",
+            "devices": 1,
+            "val_every": 0,
+            "progress_bar": False,
+            "quiet": True,
+        },
+    }
+    (tmp_path / "ntp.yaml").write_text(yaml.safe_dump(cfg))
+    run = pretrain(tmp_path / "ntp.yaml", [], resume=False)
+    model = latest_checkpoint(run) / "model"
+    task = Task.from_pretrained(model)
+    train = Store(toy_store).read("train", limit=500)
+    q = np.linspace(0, 1, 5)[1:-1]
+    expected = [
+        np.quantile(train.jets["mass"], q),
+        np.quantile(np.minimum(train.counts(), 32), q),
+    ]
+    np.testing.assert_allclose(task.jet_edges.numpy(), np.array(expected), rtol=1e-5)
+    out = Store(sample(model, 6, tmp_path / "gen", batch_size=6, max_length=32, seed=0))
+    b = out.read("test")
+    assert b.n_jets == 6 and np.all(b.counts() >= 1) and np.all(b.counts() <= 32)
+    cond = {"mass": float(np.median(train.jets["mass"]))}
+    out = Store(sample(model, 4, tmp_path / "cond", max_length=32, jet_condition=cond))
+    assert out.n_jets("test") == 4 and out.manifest["source"]["jet_condition"] == cond
+    with pytest.raises(ConfigError, match="jet_condition"):
+        sample(model, 4, tmp_path / "bad", max_length=32, jet_condition={"n_particles": 10})

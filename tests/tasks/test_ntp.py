@@ -9,6 +9,7 @@ import torch
 
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.models import BackboneConfig
+from jetfm.models.sampler import SamplingConfig
 from jetfm.tasks import IGNORE_ID, NTPConfig, NTPTask, build_task
 
 from .fakes import GridTokenizer, synthetic_batch
@@ -338,4 +339,143 @@ def test_save_load_identity(tmp_path, tokenizer: GridTokenizer, head: str) -> No
     again = build_task(ckpt.config, tokenizer=tokenizer).eval()
     again.load_state_dict(ckpt.state_dict, strict=False)
     b = synthetic_batch(B=4, N=6)
+    torch.testing.assert_close(task.loss(b)["loss"], again.loss(b)["loss"])
+
+
+# ---------------------------------------------------------------------- jet tokens
+JET_TOKENS = {"jet_tokens": ["pt", "n_particles"], "jet_token_bins": 4}
+
+
+def _jet_batch(B: int = 32, N: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+    """synthetic_batch with a jet pT that follows the jet-level value z (feature 0)."""
+    b = synthetic_batch(B=B, N=N, seed=seed)
+    b["jet"][:, 0] = 500.0 + 100.0 * b["x"][:, 0, 0]  # pT
+    b["jet"][:, 3] = 20.0 + 5.0 * b["mask"].sum(dim=1)  # mass
+    return b
+
+
+def _fit(task: NTPTask) -> None:
+    batches = [_jet_batch(seed=s) for s in range(4)]
+    task.fit_jet_statistics(
+        {
+            "pt": torch.cat([b["jet"][:, 0] for b in batches]).numpy(),
+            "n_particles": torch.cat([b["mask"].sum(1) for b in batches]).numpy(),
+        }
+    )
+
+
+def test_jet_token_sequences_hand_computed(tokenizer: GridTokenizer) -> None:
+    task = NTPTask(NTPConfig(backbone=TINY, **JET_TOKENS), tokenizer=tokenizer)
+    K = tokenizer.codebook_size  # START 16, STOP 17, pt bins 18..21, multiplicity bins 22..25
+    assert (task.vocab_size, task.config.backbone.vocab_size) == (26, 26)
+    task.jet_edges.copy_(torch.tensor([[450.0, 500.0, 550.0], [1.5, 2.5, 3.5]]))
+    x = torch.zeros(1, 3, 3)
+    x[0, 0, :2] = torch.tensor([-1.5, -1.5])  # id 0
+    x[0, 1, :2] = torch.tensor([1.5, 0.5])  # id 14
+    mask = torch.tensor([[True, True, False]])
+    bins = task.jet_bins({"pt": torch.tensor([520.0]), "n_particles": torch.tensor([2.0])})
+    assert bins.tolist() == [[2, 1]]  # 500 <= 520 < 550; 1.5 <= 2 < 2.5
+    seq = task.build_sequences(x, mask, bins)
+    assert seq["inputs"][0].tolist() == [K, 20, 23, 0, 14, K + 1]
+    assert seq["targets"][0].tolist() == [20, 23, 0, 14, K + 1, IGNORE_ID]
+    assert seq["input_mask"][0].tolist() == [True] * 5 + [False]
+    # the logit masks: position 0 only pT bins, position 1 only multiplicity bins, then particles
+    allowed = torch.isfinite(task.vocab_mask)
+    assert allowed[0].nonzero().squeeze(1).tolist() == [18, 19, 20, 21]
+    assert allowed[1].nonzero().squeeze(1).tolist() == [22, 23, 24, 25]
+    assert allowed[2].nonzero().squeeze(1).tolist() == [*range(K), K + 1]
+
+
+def test_jet_tokens_need_fitted_edges_and_known_fields(tokenizer: GridTokenizer) -> None:
+    task = NTPTask(NTPConfig(backbone=TINY, **JET_TOKENS), tokenizer=tokenizer)
+    with pytest.raises(ConfigError, match="fit_jet_statistics"):
+        task.loss(_jet_batch())
+    with pytest.raises(ConfigError, match="fit_jet_statistics"):
+        task.generate(2, 4)
+    with pytest.raises(InputError, match="n_particles"):
+        task.fit_jet_statistics({"pt": [1.0, 2.0]})
+    with pytest.raises(ConfigError, match="jet_tokens"):
+        NTPConfig(backbone=TINY, jet_tokens=["pt", "pt"])
+    with pytest.raises(ConfigError, match="jet_tokens"):
+        NTPConfig(backbone=TINY, jet_tokens=["tau21"])
+    with pytest.raises(ConfigError, match="jet_token_bins"):
+        NTPConfig(backbone=TINY, jet_tokens=["pt"], jet_token_bins=1)
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"neighbour_prior": True, "neighbour_parents": 4, "position_embedding": True}]
+)
+def test_jet_tokens_train_and_condition_sampling(tokenizer: GridTokenizer, extra: dict) -> None:
+    """The model learns the jet tokens' marginal and the particles' dependence on them: sampled
+    jets follow their drawn multiplicity bin, and cached sampling equals uncached."""
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, depth=2, heads=4, causal=True, input="hybrid", n_features=3)
+    cfg = NTPConfig(
+        backbone=bb, n_classes=2, hybrid_features="decoded", max_length=12, **JET_TOKENS, **extra
+    )
+    task = NTPTask(cfg, tokenizer=tokenizer)
+    _fit(task)
+    opt = torch.optim.AdamW(task.trainable_parameters(), lr=3e-3)
+    losses = []
+    for step in range(60):
+        out = task.loss(_jet_batch(seed=step % 4))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append((float(out["loss"].detach()), float(out["jet_token_loss"])))
+    first = [sum(v) / 5 for v in zip(*losses[:5], strict=True)]
+    last = [sum(v) / 5 for v in zip(*losses[-5:], strict=True)]
+    assert last[0] < 0.8 * first[0] and last[1] < first[1], (first, last)
+    labels = torch.tensor([0, 1] * 100)
+    runs = [
+        task.sample_tokens(
+            200,
+            SamplingConfig(max_length=12, use_cache=cache),
+            labels=labels,
+            generator=torch.Generator().manual_seed(1),
+        )
+        for cache in (True, False)
+    ]
+    a, b = runs
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.prefix, b.prefix)
+    assert a.prefix.shape == (200, 2) and 0 <= int(a.prefix.min()) and int(a.prefix.max()) < 4
+    assert int(a.ids.max()) < tokenizer.codebook_size  # no START/STOP/jet token among particles
+    # conditioning works: jets drawn in a higher multiplicity bin are longer
+    n, bin_n = a.lengths.float(), a.prefix[:, 1]
+    means = [float(n[bin_n == k].mean()) for k in range(4) if int((bin_n == k).sum()) >= 10]
+    assert len(means) >= 3 and means == sorted(means), means
+    # conditional generation: fixing the leading jet tokens' bins from physical values
+    few, many = (task.condition_bins({"pt": 500.0, "n_particles": v}) for v in (3.0, 12.0))
+    assert few.tolist() == [2, 0] and many.tolist() == [2, 3]
+    forced = [
+        task.sample_tokens(
+            100,
+            SamplingConfig(max_length=12),
+            labels=labels[:100],
+            generator=torch.Generator().manual_seed(2),
+            jet_bins=bins.expand(100, -1),
+        )
+        for bins in (few, many)
+    ]
+    assert torch.equal(forced[0].prefix, few.expand(100, -1))
+    assert torch.equal(forced[1].prefix, many.expand(100, -1))
+    assert float(forced[1].lengths.float().mean()) > float(forced[0].lengths.float().mean()) + 2
+    with pytest.raises(ConfigError, match="prefix"):
+        task.condition_bins({"n_particles": 3.0})  # pT is drawn first: it cannot be skipped
+    with pytest.raises(InputError, match="jet_bins"):
+        task.sample_tokens(3, SamplingConfig(), labels=labels[:3], jet_bins=few.expand(2, -1))
+
+
+def test_jet_tokens_save_load_identity(tmp_path, tokenizer: GridTokenizer) -> None:
+    torch.manual_seed(0)
+    task = NTPTask(NTPConfig(backbone=TINY, n_classes=2, **JET_TOKENS), tokenizer=tokenizer)
+    _fit(task)
+    task.eval().save_pretrained(tmp_path / "ntp")
+    from jetfm.core.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tmp_path / "ntp" / "task", kind="task")
+    again = build_task(ckpt.config, tokenizer=tokenizer).eval()
+    again.load_state_dict(ckpt.state_dict, strict=False)
+    torch.testing.assert_close(again.jet_edges, task.jet_edges)
+    b = _jet_batch(B=4, N=6)
     torch.testing.assert_close(task.loss(b)["loss"], again.loss(b)["loss"])

@@ -42,7 +42,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,9 @@ class SampleConfig:
     ``task`` folder inside one. ``top_k: 0`` and ``top_p: 1.0`` switch those filters off;
     ``temperature: 0`` is greedy. ``class_label``: class index or name for a class-conditional
     model (null: all classes in turn). The same seed, batch size and settings give the same jets.
+    ``jet_condition``: for a model with jet tokens, fixed physical values of its leading jet tokens
+    (e.g. ``{pt: 600, mass: 175}`` in GeV): every jet is drawn in those bins (conditional
+    generation); empty: the bins are drawn too.
     """
 
     checkpoint: Path = Path("runs/ntp")
@@ -94,6 +97,7 @@ class SampleConfig:
     min_length: int = 1
     seed: int = 0
     class_label: int | str | None = None
+    jet_condition: dict[str, float] = field(default_factory=dict)
     use_cache: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     shard_size: int = 10_000  # jets per store shard (a whole number of batches is used)
@@ -176,8 +180,10 @@ def sample_ntp_tokens(
     *,
     labels: Tensor | None = None,
     generator: torch.Generator | None = None,
+    jet_bins: Tensor | None = None,
 ) -> SampledTokens:
-    """Sample token sequences from an :class:`~jetfm.tasks.ntp.NTPTask` (see ``generate_tokens``)."""
+    """Sample token sequences from an :class:`~jetfm.tasks.ntp.NTPTask` (see ``generate_tokens``;
+    ``jet_bins`` fixes leading jet tokens, see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`)."""
     n_classes = int(task.config.n_classes)
     if n_classes > 0 and labels is None:
         raise InputError(
@@ -198,7 +204,7 @@ def sample_ntp_tokens(
             field="max_length",
             found=cfg.max_length,
         )
-    return task.sample_tokens(n_jets, cfg, labels=labels, generator=generator)
+    return task.sample_tokens(n_jets, cfg, labels=labels, generator=generator, jet_bins=jet_bins)
 
 
 # ================================================================================= decoding
@@ -484,6 +490,7 @@ def sample(
     min_length: int = 1,
     seed: int = 0,
     class_label: int | str | None = None,
+    jet_condition: dict[str, float] | None = None,
     use_cache: bool = True,
     device: str = "auto",
     shard_size: int = 10_000,
@@ -510,6 +517,7 @@ def sample(
         min_length=min_length,
         seed=seed,
         class_label=class_label,
+        jet_condition=dict(jet_condition or {}),
         use_cache=use_cache,
         device=device,
         shard_size=shard_size,
@@ -527,6 +535,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
     n_classes = int(task.config.n_classes)
     classes = _class_names(folder, n_classes) if n_classes > 0 else list(UNCONDITIONAL_CLASSES)
     _labels_for(cfg.class_label, classes, n_classes, 0, 1)  # fail early on a bad class
+    bins = task.condition_bins(cfg.jet_condition) if cfg.jet_condition else None  # (m,)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     settings = {
         **{k: v for k, v in to_dict(cfg).items() if k not in ("overwrite", "device", "output")},
@@ -559,6 +568,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
                 scfg,
                 labels=None if lab is None else torch.as_tensor(lab, device=dev),
                 generator=gen,
+                jet_bins=None if bins is None else bins.expand(n, -1),
             )
             parts.append(
                 decode_to_jets(
@@ -586,6 +596,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
         "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "class_label": cfg.class_label,
+        "jet_condition": dict(cfg.jet_condition),
         "jet_axis": "particles generated around eta=0, phi=0; jet fields recomputed from constituents",
         "jet_radius": cfg.jet_radius,
     }

@@ -93,11 +93,13 @@ class SamplingConfig:
 class SampledTokens:
     """Sampled jets: ``ids`` (B, N) int64 particle tokens, ``PAD_ID`` after the end; ``mask`` (B, N)
     bool, True = real particle (always a prefix); ``stopped`` (B,) True where the jet sampled STOP
-    (False: cut at ``max_length``)."""
+    (False: cut at ``max_length``); ``prefix`` (B, J): what a model drew before the particles, if
+    anything (a next-token model's jet-token bins)."""
 
     ids: Tensor
     mask: Tensor
     stopped: Tensor
+    prefix: Tensor | None = None
 
     @property
     def lengths(self) -> Tensor:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -127,6 +128,19 @@ class Task(nn.Module):
     def loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """``{"loss": scalar to minimise, <metric>: detached scalar, ...}`` for one batch."""
         raise NotImplementedError
+
+    @property
+    def needs_jet_statistics(self) -> bool:
+        """True if :meth:`fit_jet_statistics` must see the training jets before the first step."""
+        return False
+
+    def fit_jet_statistics(self, jets: Mapping[str, np.ndarray]) -> None:
+        """Fit statistics of the training jets the task keeps with its weights (e.g. bin edges).
+
+        ``jets``: one array (J,) per jet-level field (``pt``, ``mass``, ... and ``n_particles``,
+        the multiplicity after the loader's truncation). Called once by pre-training before the
+        first step; the default task fits nothing."""
+        return None
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         return self.loss(batch)

@@ -146,9 +146,10 @@ class ClassifyTask(Task):
                     found=c.tokenizer,
                 )
             K = int(tokenizer.codebook_size)
-            if c.backbone.vocab_size != K + 2:
+            if c.backbone.vocab_size < K + 2:
                 raise ConfigError(
-                    f"codebook size + 2 = {K + 2} (start and stop tokens of next-token prediction)",
+                    f"codebook size + 2 = {K + 2} or more (start and stop tokens of next-token"
+                    " prediction, and its jet tokens if any)",
                     field="task.backbone.vocab_size",
                     found=c.backbone.vocab_size,
                 )

@@ -15,27 +15,43 @@ and feeds one token per step.
 Jets longer than the loader's ``max_particles`` were already cut to their leading particles, so for
 them STOP means "truncated here"; keep ``max_particles`` above the multiplicities you generate.
 
-Shapes: B jets, N particles, L = N + 1 sequence positions, D width, V = K + 2 vocabulary.
+Optional jet tokens (``jet_tokens``, coarse to fine): J jet-level observables (jet pT, mass,
+multiplicity), each in ``jet_token_bins`` quantile bins fitted on the training jets, go between
+START and the particles, ``[START, j_1 .. j_J, t_1 .. t_n, STOP]``. The model first draws the jet's
+bins, then particles conditioned on them, so a global property such as the top mass peak is decided
+once, up front, instead of emerging from 64 local decisions. Their ids follow STOP: observable j,
+bin b is ``K + 2 + j * bins + b``; position j may only predict observable j's bins and the particle
+positions only codes and STOP (the other logits are masked out in the loss and in sampling alike).
+
+Shapes: B jets, N particles, J jet tokens, L = J + N + 1 sequence positions, D width,
+V = K + 2 + J * bins vocabulary.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jetfm.core.errors import ConfigError, InputError
+from jetfm.data.features import JET_KEYS
 from jetfm.models.backbone import Backbone, BackboneConfig
 from jetfm.models.heads import GeometricTokenHead, NeighbourPrior, TokenHead
 from jetfm.models.sampler import SampledTokens, SamplingConfig, generate_tokens
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 
 IGNORE_ID = -100
+
+#: jet-level observables a jet token can bin: the stored jet's fields (the loader's ``jet``
+#: columns) and ``n_particles``, the multiplicity after the loader's truncation
+JET_TOKEN_FIELDS = ("pt", "mass", "energy", "n_particles")
 
 
 def _default_backbone() -> BackboneConfig:
@@ -72,6 +88,10 @@ class NTPConfig:
     #: the pointer reaches the leading ``neighbour_parents`` particles only (pT order: they carry
     #: most of the energy), which bounds its cost at (parents x scales x K) per position
     neighbour_parents: int = 16
+    #: jet-level tokens drawn before the particles (see the module docstring), from
+    #: ``JET_TOKEN_FIELDS``; each is binned in ``jet_token_bins`` quantile bins of the training jets
+    jet_tokens: list[str] = field(default_factory=list)
+    jet_token_bins: int = 32
 
     def __post_init__(self) -> None:
         if not self.backbone.causal:
@@ -106,6 +126,17 @@ class NTPConfig:
             raise ConfigError(
                 "an integer >= 1", field="task.neighbour_parents", found=self.neighbour_parents
             )
+        bad = [t for t in self.jet_tokens if t not in JET_TOKEN_FIELDS]
+        if bad or len(set(self.jet_tokens)) != len(self.jet_tokens):
+            raise ConfigError(
+                f"distinct names from {list(JET_TOKEN_FIELDS)}",
+                field="task.jet_tokens",
+                found=self.jet_tokens,
+            )
+        if self.jet_token_bins < 2:
+            raise ConfigError(
+                "an integer >= 2", field="task.jet_token_bins", found=self.jet_token_bins
+            )
         if self.geometric_head and self.head_transform:
             raise ConfigError(
                 "head_transform: false with geometric_head: true",
@@ -133,14 +164,15 @@ class NTPTask(Task):
                 "a tokenizer checkpoint folder", field="task.tokenizer", found=config.tokenizer
             )
         K = int(tokenizer.codebook_size)
-        vocab = K + 2
+        J, n_bins = len(config.jet_tokens), config.jet_token_bins
+        vocab = K + 2 + J * n_bins
         if config.backbone.vocab_size == 0:
             config = dataclasses.replace(
                 config, backbone=dataclasses.replace(config.backbone, vocab_size=vocab)
             )
         elif config.backbone.vocab_size != vocab:
             raise ConfigError(
-                f"codebook size + 2 = {vocab} (or 0 to fill in)",
+                f"codebook size + 2 + jet tokens x bins = {vocab} (or 0 to fill in)",
                 field="task.backbone.vocab_size",
                 found=config.backbone.vocab_size,
             )
@@ -150,12 +182,14 @@ class NTPTask(Task):
         self.start_id = K
         self.stop_id = K + 1
         self.vocab_size = vocab
+        self.n_jet_tokens = J
         D = config.backbone.dim
         self.backbone = Backbone(config.backbone)
         self.class_embed = nn.Embedding(config.n_classes, D) if config.n_classes > 0 else None
-        # positions 0 (START) .. max_length (the input after the last particle)
+        # positions 0 (START), the J jet tokens, then max_length particles (the last input is
+        # the one after the last particle)
         self.position_embed = (
-            nn.Embedding(config.max_length + 1, D) if config.position_embedding else None
+            nn.Embedding(config.max_length + 1 + J, D) if config.position_embedding else None
         )
         if self.position_embed is not None:
             nn.init.normal_(self.position_embed.weight, std=0.02)
@@ -169,7 +203,7 @@ class NTPTask(Task):
         self.code_features: Tensor | None
         self.register_buffer("code_features", table, persistent=False)
         if config.geometric_head:
-            self.head: nn.Module = GeometricTokenHead(D, self.code_features, n_special=2)
+            self.head: nn.Module = GeometricTokenHead(D, self.code_features, n_special=vocab - K)
         else:
             self.head = TokenHead(D, vocab, config.head_transform)
         self.neighbour: NeighbourPrior | None = None
@@ -185,28 +219,120 @@ class NTPTask(Task):
             self.neighbour = NeighbourPrior(
                 D, self.code_features, angular, widths=config.neighbour_widths
             )
+        # jet tokens: quantile bin edges (J, bins - 1), NaN until fitted; saved with the weights
+        self.jet_edges: Tensor
+        self.register_buffer("jet_edges", torch.full((J, max(n_bins - 1, 1)), float("nan")))
+        self._edges_checked = False
+        # additive logit masks (J + 1, V): row j < J allows observable j's bins only, row J (every
+        # particle position) codes and STOP only
+        allowed = torch.zeros(J + 1, vocab, dtype=torch.bool)
+        for j in range(J):
+            allowed[j, K + 2 + j * n_bins : K + 2 + (j + 1) * n_bins] = True
+        allowed[J, :K] = True
+        allowed[J, self.stop_id] = True
+        self.vocab_mask: Tensor
+        self.register_buffer(
+            "vocab_mask",
+            torch.zeros(J + 1, vocab).masked_fill(~allowed, float("-inf")),
+            persistent=False,
+        )
+
+    # ------------------------------------------------------------------ jet tokens
+    @property
+    def needs_jet_statistics(self) -> bool:
+        return self.n_jet_tokens > 0
+
+    def fit_jet_statistics(self, jets: Mapping[str, np.ndarray]) -> None:
+        """Fit each jet token's quantile bin edges on the training jets (see the base class)."""
+        rows = []
+        q = np.linspace(0.0, 1.0, self.config.jet_token_bins + 1)[1:-1]
+        for name in self.config.jet_tokens:
+            if name not in jets:
+                raise InputError(
+                    f"the jet field '{name}' (task.jet_tokens)",
+                    field=f"jets.{name}",
+                    found=sorted(jets),
+                )
+            values = np.asarray(jets[name], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                raise InputError("finite values", field=f"jets.{name}", found="none")
+            rows.append(np.quantile(values, q))
+        if rows:
+            self.jet_edges.copy_(torch.as_tensor(np.stack(rows), dtype=torch.float32))
+        self._edges_checked = False
+
+    def _check_jet_edges(self) -> None:
+        if self._edges_checked or self.n_jet_tokens == 0:
+            return
+        if bool(torch.isnan(self.jet_edges).any()):
+            raise ConfigError(
+                "jet-token bin edges fitted on training jets (NTPTask.fit_jet_statistics, which"
+                " jetfm pretrain calls)",
+                field="task.jet_tokens",
+                found="unfitted edges",
+            )
+        self._edges_checked = True
+
+    def jet_bins(self, observables: Mapping[str, Tensor]) -> Tensor:
+        """Bin index (B, J) of each jet token from jet-level values ``{name: (B,)}``."""
+        self._check_jet_edges()
+        cols = [
+            torch.bucketize(observables[name].float().contiguous(), self.jet_edges[j])
+            for j, name in enumerate(self.config.jet_tokens)
+        ]
+        return torch.stack(cols, dim=1)  # (B, J) in [0, bins)
+
+    def _jet_observables(self, batch: Mapping[str, Any], mask: Tensor) -> dict[str, Tensor]:
+        """The jet-level values of a batch: the loader's ``jet`` columns and the multiplicity."""
+        out: dict[str, Tensor] = {"n_particles": mask.sum(dim=1).float()}
+        jet = batch.get("jet")
+        for name in self.config.jet_tokens:
+            if name == "n_particles":
+                continue
+            if jet is None:
+                raise InputError(
+                    "a 'jet' entry (B, 5) in the batch for task.jet_tokens",
+                    field="jet",
+                    found=None,
+                )
+            out[name] = jet[:, JET_KEYS.index(name)]
+        return out
 
     # ------------------------------------------------------------------ sequences
-    def build_sequences(self, x: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    def build_sequences(
+        self, x: Tensor, mask: Tensor, jet_bins: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Token sequences of a batch: ``inputs`` (B, L), ``input_mask`` (B, L), ``targets`` (B, L)
-        with ``IGNORE_ID`` at padding, and ``x_in`` (B, L, F) (features shifted like the inputs)."""
+        with ``IGNORE_ID`` at padding, and ``x_in`` (B, L, F) (features shifted like the inputs).
+
+        ``jet_bins`` (B, J): the jets' jet-token bins (:meth:`jet_bins`), required with jet tokens.
+        """
         x, mask = front_pack(x, mask)
-        B = mask.shape[0]
+        B, J = mask.shape[0], self.n_jet_tokens
+        dev = mask.device
         with torch.no_grad():
             ids = self.tokenizer.encode(x, mask).long()  # (B, N), frozen
-        start = torch.full((B, 1), self.start_id, dtype=torch.long, device=mask.device)
-        inputs = torch.cat([start, ids.masked_fill(~mask, self.stop_id)], dim=1)  # (B, L)
-        input_mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)  # (B, L)
-        ignore = torch.full((B, 1), IGNORE_ID, dtype=torch.long, device=mask.device)
-        targets = torch.cat([ids.masked_fill(~mask, IGNORE_ID), ignore], dim=1)  # (B, L)
+        head = torch.full((B, 1), self.start_id, dtype=torch.long, device=dev)  # (B, 1 + J)
+        jet_ids = torch.empty(B, 0, dtype=torch.long, device=dev)  # (B, J)
+        if J:
+            assert jet_bins is not None and jet_bins.shape == (B, J)
+            offsets = torch.arange(J, device=dev) * self.config.jet_token_bins
+            jet_ids = self.codebook_size + 2 + offsets + jet_bins.long()
+            head = torch.cat([head, jet_ids], dim=1)
+        inputs = torch.cat([head, ids.masked_fill(~mask, self.stop_id)], dim=1)  # (B, L)
+        input_mask = torch.cat([torch.ones_like(head, dtype=torch.bool), mask], dim=1)  # (B, L)
+        ignore = torch.full((B, 1), IGNORE_ID, dtype=torch.long, device=dev)
+        targets = torch.cat([jet_ids, ids.masked_fill(~mask, IGNORE_ID), ignore], dim=1)  # (B, L)
         n = mask.sum(dim=1)  # (B,)
-        targets[torch.arange(B, device=mask.device), n] = self.stop_id
+        targets[torch.arange(B, device=dev), J + n] = self.stop_id
         out = {"inputs": inputs, "input_mask": input_mask, "targets": targets}
         if self.config.backbone.input == "hybrid":
             if self.config.hybrid_features == "decoded":
                 out["x_in"] = self.token_features(inputs)  # (B, L, F), as sampling sees them
             else:
-                out["x_in"] = torch.cat([torch.zeros_like(x[:, :1]), x], dim=1)  # (B, L, F)
+                zeros = x.new_zeros(B, 1 + J, x.shape[-1])
+                out["x_in"] = torch.cat([zeros, x], dim=1)  # (B, L, F)
         return out
 
     def token_features(self, tokens: Tensor) -> Tensor:
@@ -229,11 +355,11 @@ class NTPTask(Task):
         h = self.backbone.embed(x_in if self.config.backbone.input == "hybrid" else None, inputs)
         if self.position_embed is not None:
             T = inputs.shape[1]
-            if offset + T > self.config.max_length + 1:
+            if offset + T > self.config.max_length + 1 + self.n_jet_tokens:
                 raise InputError(
                     f"at most task.max_length = {self.config.max_length} particles per jet",
                     field="max_length",
-                    found=offset + T - 1,
+                    found=offset + T - 1 - self.n_jet_tokens,
                 )
             pos = torch.arange(offset, offset + T, device=inputs.device)
             h = h + self.position_embed(pos)[None]  # (1, T, D)
@@ -263,26 +389,48 @@ class NTPTask(Task):
         c = self.config
         n_feat = c.backbone.n_features if c.backbone.input == "hybrid" else None
         check_batch(batch, n_feat)
-        seq = self.build_sequences(batch["x"], batch["mask"])
+        J = self.n_jet_tokens
+        bins = None
+        if J:
+            bins = self.jet_bins(self._jet_observables(batch, batch["mask"].bool()))
+        seq = self.build_sequences(batch["x"], batch["mask"], bins)
         h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), 0)
         hid = self.backbone.encode(h, seq["input_mask"])  # (B, L, D)
-        real = seq["input_mask"]
-        targets = seq["targets"][real]  # (M,)
+        out: dict[str, Tensor] = {}
+        if J:
+            # jet tokens: position j predicts observable j among its own bins only
+            jet_logits = self.head(hid[:, :J]).float() + self.vocab_mask[:J]  # (B, J, V)
+            jet_nll = F.cross_entropy(jet_logits.transpose(1, 2), seq["targets"][:, :J])
+            hid, real = hid[:, J:], seq["input_mask"][:, J:]  # particle positions
+            targets_all = seq["targets"][:, J:]
+        else:
+            real, targets_all = seq["input_mask"], seq["targets"]
+        targets = targets_all[real]  # (M,)
         if self.neighbour is None:
             logits = self.head(hid[real]).float()  # (M, V), only real positions
+            if J:
+                logits = logits + self.vocab_mask[J]  # codes and STOP only
             loss = F.cross_entropy(logits, targets, ignore_index=IGNORE_ID)
             pred = logits.detach().argmax(-1)  # (M,)
         else:
             # every position (padding has IGNORE_ID targets): selecting the real rows of the
             # (B, L, V) logits would cost a copy forward and a scatter backward
             V = self.vocab_size
-            log_prior = self.neighbour_log_prior(hid, seq["inputs"])  # (B, L, K)
+            log_prior = self.neighbour_log_prior(hid, seq["inputs"])  # (B, L - J, K)
             full = self.head(hid).float() + F.pad(log_prior, (0, V - self.codebook_size))
+            if J:
+                full = full + self.vocab_mask[J]
             loss = F.cross_entropy(
-                full.view(-1, V), seq["targets"].view(-1), ignore_index=IGNORE_ID
+                full.view(-1, V), targets_all.reshape(-1), ignore_index=IGNORE_ID
             )
             pred = full.detach().argmax(-1)[real]  # (M,)
-        out = {"loss": loss}
+        if J:
+            # the sequence's negative log-likelihood per token: jet tokens and particle tokens
+            n_jet, n_part = jet_nll.new_tensor(J * bins.shape[0]), (targets != IGNORE_ID).sum()
+            out["particle_loss"] = loss.detach()
+            out["jet_token_loss"] = jet_nll.detach()
+            loss = (jet_nll * n_jet + loss * n_part) / (n_jet + n_part)
+        out["loss"] = loss
         with torch.no_grad():
             is_stop = targets == self.stop_id
             out["accuracy"] = (pred == targets).float().mean()
@@ -295,8 +443,12 @@ class NTPTask(Task):
         (B, L, D) and input ids (B, L) (``START t_1 .. t_n`` + padding) -> log prior (B, L, K).
 
         Position i predicts particle i + 1 and may point at particles 1..i (the inputs after START
-        up to and including its own), of which the leading ``neighbour_parents``."""
+        up to and including its own), of which the leading ``neighbour_parents``. With jet tokens,
+        ``hid`` holds the particle positions only (the last jet token's onwards, (B, L - J, D)),
+        while ``inputs`` is the whole sequence."""
         assert self.neighbour is not None
+        J = self.n_jet_tokens
+        inputs = inputs[:, J:]  # the last jet token (or START) plays START's part
         L = inputs.shape[1]
         parts = inputs[:, 1 : 1 + self.config.neighbour_parents]  # (B, P) ids (STOP/pad after)
         real = parts < self.codebook_size  # (B, P)
@@ -335,13 +487,33 @@ class NTPTask(Task):
         *,
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
+        jet_bins: Tensor | None = None,
     ) -> SampledTokens:
         """Run the one sampler, :func:`~jetfm.models.sampler.generate_tokens`, on this model's
-        pieces (backbone, head, embedding, neighbour prior) in eval mode."""
+        pieces (backbone, head, embedding, neighbour prior) in eval mode.
+
+        With jet tokens the sampler first draws the J jet-level bins (returned as ``prefix``
+        (B, J), bin indices), then ``config.max_length`` particles at most. ``jet_bins`` (B, m),
+        m <= J, fixes the first m of them instead of drawing them (conditional generation: the
+        rest, and the particles, are drawn given them; see :meth:`condition_bins`)."""
+        J = self.n_jet_tokens
+        bias = self.neighbour_step_bias if self.neighbour is not None else None
+        if J:
+            self._check_jet_edges()
+            config = dataclasses.replace(
+                config, max_length=config.max_length + J, min_length=config.min_length + J
+            )
+            bias = functools.partial(
+                self._jet_token_step_bias, forced=self._forced(jet_bins, n_jets)
+            )
+        elif jet_bins is not None:
+            raise InputError(
+                "no jet_bins (the model has no jet tokens)", field="jet_bins", found="jet_bins"
+            )
         was_training = self.training
         self.eval()
         try:
-            return generate_tokens(
+            out = generate_tokens(
                 self.backbone,
                 self.head,
                 self.embed_tokens,
@@ -351,10 +523,70 @@ class NTPTask(Task):
                 config=config,
                 labels=labels,
                 generator=generator,
-                logit_bias=self.neighbour_step_bias if self.neighbour is not None else None,
+                logit_bias=bias,
             )
         finally:
             self.train(was_training)
+        if not J:
+            return out
+        first = torch.arange(J, device=out.ids.device) * self.config.jet_token_bins
+        prefix = out.ids[:, :J] - (self.codebook_size + 2) - first  # (B, J) bin indices
+        return SampledTokens(
+            ids=out.ids[:, J:], mask=out.mask[:, J:], stopped=out.stopped, prefix=prefix
+        )
+
+    def condition_bins(self, values: Mapping[str, float]) -> Tensor:
+        """Bins (m,) of physical jet values ``{name: value}`` (GeV for pt/mass/energy) for
+        :meth:`sample_tokens`'s ``jet_bins``. The names must be the first m of ``jet_tokens``, in
+        order: tokens are drawn in that order, so a later one cannot be fixed while an earlier one
+        is drawn without it (that would need Bayes' rule, not a forward pass)."""
+        names = list(values)
+        order = list(self.config.jet_tokens)
+        if names != order[: len(names)]:
+            raise ConfigError(
+                f"the leading jet tokens of the model, in order: a prefix of {order}",
+                field="jet_condition",
+                found=names,
+            )
+        obs = {k: torch.tensor([float(v)], device=self.jet_edges.device) for k, v in values.items()}
+        obs.update({k: torch.zeros(1, device=self.jet_edges.device) for k in order[len(names) :]})
+        return self.jet_bins(obs)[0, : len(names)]  # (m,)
+
+    def _forced(self, jet_bins: Tensor | None, n_jets: int) -> Tensor | None:
+        """Forced jet-token ids (B, m) of ``jet_bins`` (B, m) bin indices (None: all drawn)."""
+        if jet_bins is None:
+            return None
+        n_bins = self.config.jet_token_bins
+        if (
+            jet_bins.ndim != 2
+            or jet_bins.shape[0] != n_jets
+            or jet_bins.shape[1] > self.n_jet_tokens
+        ):
+            raise InputError(
+                f"jet_bins of shape ({n_jets}, m <= {self.n_jet_tokens})",
+                field="jet_bins",
+                found=tuple(jet_bins.shape),
+            )
+        if jet_bins.numel() and (int(jet_bins.min()) < 0 or int(jet_bins.max()) >= n_bins):
+            raise InputError(f"bins in [0, {n_bins})", field="jet_bins", found=jet_bins.tolist())
+        first = torch.arange(jet_bins.shape[1], device=jet_bins.device) * n_bins
+        return self.codebook_size + 2 + first + jet_bins.long()
+
+    def _jet_token_step_bias(
+        self, hid: Tensor, prefix: Tensor, forced: Tensor | None = None
+    ) -> Tensor:
+        """The sampler's ``logit_bias`` with jet tokens: step ``T < J`` draws jet token T among its
+        bins (or takes ``forced[:, T]`` (B, m) if T < m), later steps codes and STOP (+ the
+        neighbour prior over the particles so far). No jet finishes before step J, so every row
+        of the batch is still there while jet tokens are drawn."""
+        T, J = prefix.shape[1], self.n_jet_tokens
+        if forced is not None and T < forced.shape[1]:
+            bias = torch.full_like(hid[:, :1].expand(-1, self.vocab_size), float("-inf"))
+            return bias.scatter(1, forced[:, T : T + 1].to(hid.device), 0.0)  # (B, V)
+        bias = self.vocab_mask[min(T, J)].expand(hid.shape[0], -1)  # (b, V)
+        if T >= J and self.neighbour is not None:
+            bias = bias + self.neighbour_step_bias(hid, prefix[:, J:])
+        return bias
 
     @torch.no_grad()
     def generate(

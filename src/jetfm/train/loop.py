@@ -205,6 +205,8 @@ def pretrain(
     _check_n_features(task_cfg, pre.n_features, cfg.data.feature_set, file)
     seed_all(cfg.train.seed)  # identical initial weights on every rank
     task = build_task(task_cfg, file=file)
+    if task.needs_jet_statistics:
+        task.fit_jet_statistics(_jet_statistics(store, cfg))
     if rank_zero_only.rank == 0:
         save_config(cfg, run_dir / "config.yaml")
         pre.save(run_dir / "preprocessing.json")
@@ -247,6 +249,24 @@ def _preprocessing(cfg: PretrainConfig, run_dir: Path, store: Any, cls: Any) -> 
         jet_fields=list(JET_KEYS),
     )
     return cls.for_set(names, max_particles=cfg.loader.max_particles).fit(data)
+
+
+def _jet_statistics(store: Any, cfg: PretrainConfig) -> dict[str, Any]:
+    """Jet-level fields of (up to ``data.preprocessing_jets``) training jets, with
+    ``n_particles`` cut at the loader's ``max_particles`` as the loader cuts them."""
+    import numpy as np
+
+    from jetfm.data.features import JET_KEYS
+
+    data = store.read(
+        cfg.data.train_split,
+        limit=cfg.data.preprocessing_jets,
+        particle_fields=[],
+        jet_fields=list(JET_KEYS),
+    )
+    jets = {k: data.jets[k] for k in JET_KEYS}
+    jets["n_particles"] = np.minimum(data.counts(), cfg.loader.max_particles)
+    return jets
 
 
 def _check_n_features(task_cfg: Any, n_features: int, feature_set: str, file: str | None) -> None:
