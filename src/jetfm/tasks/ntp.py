@@ -581,8 +581,8 @@ class NTPTask(Task):
         of the batch is still there while jet tokens are drawn."""
         T, J = prefix.shape[1], self.n_jet_tokens
         if forced is not None and T < forced.shape[1]:
-            bias = torch.full_like(hid[:, :1].expand(-1, self.vocab_size), float("-inf"))
-            return bias.scatter(1, forced[:, T : T + 1].to(hid.device), 0.0)  # (B, V)
+            bias = hid.new_full((hid.shape[0], self.vocab_size), float("-inf"))  # (B, V)
+            return bias.scatter(1, forced[:, T : T + 1].to(hid.device), 0.0)
         bias = self.vocab_mask[min(T, J)].expand(hid.shape[0], -1)  # (b, V)
         if T >= J and self.neighbour is not None:
             bias = bias + self.neighbour_step_bias(hid, prefix[:, J:])
