@@ -274,14 +274,20 @@ class NTPTask(Task):
             )
         self._edges_checked = True
 
-    def jet_bins(self, observables: Mapping[str, Tensor]) -> Tensor:
-        """Bin index (B, J) of each jet token from jet-level values ``{name: (B,)}``."""
+    def jet_bins(self, observables: Mapping[str, Tensor], m: int | None = None) -> Tensor:
+        """Bin index (B, m) of the first ``m`` (default: all J) jet tokens from jet-level values
+        ``{name: (B,)}``."""
         self._check_jet_edges()
         cols = [
             torch.bucketize(observables[name].float().contiguous(), self.jet_edges[j])
-            for j, name in enumerate(self.config.jet_tokens)
+            for j, name in enumerate(self.config.jet_tokens[:m])
         ]
-        return torch.stack(cols, dim=1)  # (B, J) in [0, bins)
+        return torch.stack(cols, dim=1)  # (B, m) in [0, bins)
+
+    def _jet_ids(self, bins: Tensor) -> Tensor:
+        """Token ids (B, m) of the first m jet tokens' bins (B, m): ``K + 2 + j * bins + b``."""
+        first = torch.arange(bins.shape[1], device=bins.device) * self.config.jet_token_bins
+        return self.codebook_size + 2 + first + bins.long()
 
     def _jet_observables(self, batch: Mapping[str, Any], mask: Tensor) -> dict[str, Tensor]:
         """The jet-level values of a batch: the loader's ``jet`` columns and the multiplicity."""
@@ -317,8 +323,7 @@ class NTPTask(Task):
         jet_ids = torch.empty(B, 0, dtype=torch.long, device=dev)  # (B, J)
         if J:
             assert jet_bins is not None and jet_bins.shape == (B, J)
-            offsets = torch.arange(J, device=dev) * self.config.jet_token_bins
-            jet_ids = self.codebook_size + 2 + offsets + jet_bins.long()
+            jet_ids = self._jet_ids(jet_bins)
             head = torch.cat([head, jet_ids], dim=1)
         inputs = torch.cat([head, ids.masked_fill(~mask, self.stop_id)], dim=1)  # (B, L)
         input_mask = torch.cat([torch.ones_like(head, dtype=torch.bool), mask], dim=1)  # (B, L)
@@ -529,8 +534,7 @@ class NTPTask(Task):
             self.train(was_training)
         if not J:
             return out
-        first = torch.arange(J, device=out.ids.device) * self.config.jet_token_bins
-        prefix = out.ids[:, :J] - (self.codebook_size + 2) - first  # (B, J) bin indices
+        prefix = out.ids[:, :J] - self._jet_ids(out.ids.new_zeros(1, J))  # (B, J) bin indices
         return SampledTokens(
             ids=out.ids[:, J:], mask=out.mask[:, J:], stopped=out.stopped, prefix=prefix
         )
@@ -549,8 +553,7 @@ class NTPTask(Task):
                 found=names,
             )
         obs = {k: torch.tensor([float(v)], device=self.jet_edges.device) for k, v in values.items()}
-        obs.update({k: torch.zeros(1, device=self.jet_edges.device) for k in order[len(names) :]})
-        return self.jet_bins(obs)[0, : len(names)]  # (m,)
+        return self.jet_bins(obs, len(names))[0]  # (m,)
 
     def _forced(self, jet_bins: Tensor | None, n_jets: int) -> Tensor | None:
         """Forced jet-token ids (B, m) of ``jet_bins`` (B, m) bin indices (None: all drawn)."""
@@ -569,8 +572,7 @@ class NTPTask(Task):
             )
         if jet_bins.numel() and (int(jet_bins.min()) < 0 or int(jet_bins.max()) >= n_bins):
             raise InputError(f"bins in [0, {n_bins})", field="jet_bins", found=jet_bins.tolist())
-        first = torch.arange(jet_bins.shape[1], device=jet_bins.device) * n_bins
-        return self.codebook_size + 2 + first + jet_bins.long()
+        return self._jet_ids(jet_bins)
 
     def _jet_token_step_bias(
         self, hid: Tensor, prefix: Tensor, forced: Tensor | None = None
