@@ -9,10 +9,13 @@ from torch import nn
 class GridTokenizer(nn.Module):
     """Ids = 2-D grid cell of features 0 and 1 (``bins`` per axis over [-2, 2]); frozen by design."""
 
-    def __init__(self, bins: int = 4, n_features: int = 3) -> None:
+    def __init__(
+        self, bins: int = 4, n_features: int = 3, preprocessing: dict | None = None
+    ) -> None:
         super().__init__()
         self.bins = bins
         self.n_features = n_features
+        self.preprocessing = preprocessing  # as a real tokenizer's: feature_names, mean, std
         self.register_buffer("edges", torch.linspace(-2, 2, bins + 1)[1:-1])
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -344,29 +345,44 @@ def test_save_load_identity(tmp_path, tokenizer: GridTokenizer, head: str) -> No
 
 # ---------------------------------------------------------------------- jet tokens
 JET_TOKENS = {"jet_tokens": ["pt", "n_particles"], "jet_token_bins": 4}
+#: the grid tokenizer's standardisation: (deta, dphi) = 0.2 x grid centre, every particle 100 GeV
+GRID_PRE = {"feature_names": ["deta", "dphi", "log_pt"], "mean": [0.0, 0.0, math.log(100.0)]}
+GRID_PRE["std"] = [0.2, 0.2, 1.0]
 
 
-def _jet_batch(B: int = 32, N: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
-    """synthetic_batch with a jet pT that follows the jet-level value z (feature 0)."""
-    b = synthetic_batch(B=B, N=N, seed=seed)
-    b["jet"][:, 0] = 500.0 + 100.0 * b["x"][:, 0, 0]  # pT
-    b["jet"][:, 3] = 20.0 + 5.0 * b["mask"].sum(dim=1)  # mass
-    return b
+@pytest.fixture
+def jet_tokenizer() -> GridTokenizer:
+    return GridTokenizer(preprocessing=GRID_PRE)
 
 
 def _fit(task: NTPTask) -> None:
-    batches = [_jet_batch(seed=s) for s in range(4)]
-    task.fit_jet_statistics(
-        {
-            "pt": torch.cat([b["jet"][:, 0] for b in batches]).numpy(),
-            "n_particles": torch.cat([b["mask"].sum(1) for b in batches]).numpy(),
-        }
-    )
+    task.fit_jet_statistics([synthetic_batch(seed=s) for s in range(4)])
 
 
-def test_jet_token_sequences_hand_computed(tokenizer: GridTokenizer) -> None:
-    task = NTPTask(NTPConfig(backbone=TINY, **JET_TOKENS), tokenizer=tokenizer)
-    K = tokenizer.codebook_size  # START 16, STOP 17, pt bins 18..21, multiplicity bins 22..25
+def test_jet_observables_hand_computed(jet_tokenizer: GridTokenizer) -> None:
+    """A jet token's value is that of the jet its particle tokens decode to: two massless 100 GeV
+    particles at (deta, dphi) = (-0.3, -0.1) and (0.3, 0.1) (grid cells (0, 1) and (3, 2))."""
+    task = NTPTask(NTPConfig(backbone=TINY, **JET_TOKENS), tokenizer=jet_tokenizer)
+    ids = torch.tensor([[0 * 4 + 1, 3 * 4 + 2, 5], [6, 0, 0]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    obs = task.jet_observables(ids, mask)
+    assert obs["n_particles"].tolist() == [2, 1]
+    # pT: both at phi = -+0.1; m^2 = 2 pT1 pT2 (cosh d_eta - cos d_phi); E = sum pT cosh(eta)
+    assert float(obs["pt"][0]) == pytest.approx(200 * math.cos(0.1), rel=1e-9)
+    m = math.sqrt(2 * 100 * 100 * (math.cosh(0.6) - math.cos(0.2)))
+    assert float(obs["mass"][0]) == pytest.approx(m, rel=1e-9)
+    assert float(obs["energy"][0]) == pytest.approx(200 * math.cosh(0.3), rel=1e-9)
+    assert float(obs["pt"][1]) == pytest.approx(100.0) and float(obs["mass"][1]) < 1e-4
+    # the training sequence carries the bins of these values
+    _fit(task)
+    seq = task.build_sequences(jet_tokenizer.decode(ids, mask), mask)
+    want = task._jet_ids(task.jet_bins(obs))
+    assert torch.equal(seq["inputs"][:, 1:3], want)
+
+
+def test_jet_token_sequences_hand_computed(jet_tokenizer: GridTokenizer) -> None:
+    task = NTPTask(NTPConfig(backbone=TINY, **JET_TOKENS), tokenizer=jet_tokenizer)
+    K = jet_tokenizer.codebook_size  # START 16, STOP 17, pt bins 18..21, multiplicity bins 22..25
     assert (task.vocab_size, task.config.backbone.vocab_size) == (26, 26)
     task.jet_edges.copy_(torch.tensor([[450.0, 500.0, 550.0], [1.5, 2.5, 3.5]]))
     x = torch.zeros(1, 3, 3)
@@ -386,14 +402,22 @@ def test_jet_token_sequences_hand_computed(tokenizer: GridTokenizer) -> None:
     assert allowed[2].nonzero().squeeze(1).tolist() == [*range(K), K + 1]
 
 
-def test_jet_tokens_need_fitted_edges_and_known_fields(tokenizer: GridTokenizer) -> None:
-    task = NTPTask(NTPConfig(backbone=TINY, **JET_TOKENS), tokenizer=tokenizer)
+def test_jet_tokens_need_fitted_edges_and_known_fields(
+    tokenizer: GridTokenizer, jet_tokenizer: GridTokenizer
+) -> None:
+    task = NTPTask(NTPConfig(backbone=TINY, **JET_TOKENS), tokenizer=jet_tokenizer)
     with pytest.raises(ConfigError, match="fit_jet_statistics"):
-        task.loss(_jet_batch())
+        task.loss(synthetic_batch())
     with pytest.raises(ConfigError, match="fit_jet_statistics"):
         task.generate(2, 4)
-    with pytest.raises(InputError, match="n_particles"):
-        task.fit_jet_statistics({"pt": [1.0, 2.0]})
+    with pytest.raises(InputError, match="training jets"):
+        task.fit_jet_statistics([])
+    # kinematic jet tokens need the tokenizer's standardisation to undo; multiplicity does not
+    with pytest.raises(ConfigError, match="preprocessing"):
+        NTPTask(NTPConfig(backbone=TINY, **JET_TOKENS), tokenizer=tokenizer)
+    only_n = NTPTask(NTPConfig(backbone=TINY, jet_tokens=["n_particles"]), tokenizer=tokenizer)
+    _fit(only_n)
+    assert torch.isfinite(only_n.loss(synthetic_batch())["loss"])
     with pytest.raises(ConfigError, match="jet_tokens"):
         NTPConfig(backbone=TINY, jet_tokens=["pt", "pt"])
     with pytest.raises(ConfigError, match="jet_tokens"):
@@ -405,20 +429,20 @@ def test_jet_tokens_need_fitted_edges_and_known_fields(tokenizer: GridTokenizer)
 @pytest.mark.parametrize(
     "extra", [{}, {"neighbour_prior": True, "neighbour_parents": 4, "position_embedding": True}]
 )
-def test_jet_tokens_train_and_condition_sampling(tokenizer: GridTokenizer, extra: dict) -> None:
+def test_jet_tokens_train_and_condition_sampling(jet_tokenizer: GridTokenizer, extra: dict) -> None:
     """The model learns the jet tokens' marginal and the particles' dependence on them: sampled
-    jets follow their drawn multiplicity bin, and cached sampling equals uncached."""
+    jets follow their drawn multiplicity bin, and cached sampling equals uncached. (Multiplicity
+    first: the grid tokenizer's particles all carry 100 GeV, so pT alone fixes the multiplicity.)"""
     torch.manual_seed(0)
     bb = BackboneConfig(dim=32, depth=2, heads=4, causal=True, input="hybrid", n_features=3)
-    cfg = NTPConfig(
-        backbone=bb, n_classes=2, hybrid_features="decoded", max_length=12, **JET_TOKENS, **extra
-    )
-    task = NTPTask(cfg, tokenizer=tokenizer)
+    cfg = NTPConfig(backbone=bb, n_classes=2, hybrid_features="decoded", max_length=12, **extra)
+    cfg = dataclasses.replace(cfg, jet_tokens=["n_particles", "pt"], jet_token_bins=4)
+    task = NTPTask(cfg, tokenizer=jet_tokenizer)
     _fit(task)
     opt = torch.optim.AdamW(task.trainable_parameters(), lr=3e-3)
     losses = []
     for step in range(60):
-        out = task.loss(_jet_batch(seed=step % 4))
+        out = task.loss(synthetic_batch(seed=step % 4))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -439,14 +463,14 @@ def test_jet_tokens_train_and_condition_sampling(tokenizer: GridTokenizer, extra
     a, b = runs
     assert torch.equal(a.ids, b.ids) and torch.equal(a.prefix, b.prefix)
     assert a.prefix.shape == (200, 2) and 0 <= int(a.prefix.min()) and int(a.prefix.max()) < 4
-    assert int(a.ids.max()) < tokenizer.codebook_size  # no START/STOP/jet token among particles
+    assert int(a.ids.max()) < jet_tokenizer.codebook_size  # no START/STOP/jet token among particles
     # conditioning works: jets drawn in a higher multiplicity bin are longer
-    n, bin_n = a.lengths.float(), a.prefix[:, 1]
+    n, bin_n = a.lengths.float(), a.prefix[:, 0]
     means = [float(n[bin_n == k].mean()) for k in range(4) if int((bin_n == k).sum()) >= 10]
     assert len(means) >= 3 and means == sorted(means), means
     # conditional generation: fixing the leading jet tokens' bins from physical values
-    few, many = (task.condition_bins({"pt": 500.0, "n_particles": v}) for v in (3.0, 12.0))
-    assert few.tolist() == [2, 0] and many.tolist() == [2, 3]
+    few, many = (task.condition_bins({"n_particles": v}) for v in (3.0, 12.0))
+    assert few.tolist() == [0] and many.tolist() == [3]
     forced = [
         task.sample_tokens(
             100,
@@ -457,25 +481,29 @@ def test_jet_tokens_train_and_condition_sampling(tokenizer: GridTokenizer, extra
         )
         for bins in (few, many)
     ]
-    assert torch.equal(forced[0].prefix, few.expand(100, -1))
-    assert torch.equal(forced[1].prefix, many.expand(100, -1))
+    assert torch.equal(forced[0].prefix[:, :1], few.expand(100, -1))  # pT bin drawn after
+    assert torch.equal(forced[1].prefix[:, :1], many.expand(100, -1))
+    # and the pT bin drawn after it follows (pT = 100 GeV x multiplicity here)
+    assert float(forced[1].prefix[:, 1].float().mean()) > float(
+        forced[0].prefix[:, 1].float().mean()
+    )
     assert float(forced[1].lengths.float().mean()) > float(forced[0].lengths.float().mean()) + 2
     with pytest.raises(ConfigError, match="prefix"):
-        task.condition_bins({"n_particles": 3.0})  # pT is drawn first: it cannot be skipped
+        task.condition_bins({"pt": 300.0})  # the multiplicity is drawn first: it cannot be skipped
     with pytest.raises(InputError, match="jet_bins"):
         task.sample_tokens(3, SamplingConfig(), labels=labels[:3], jet_bins=few.expand(2, -1))
 
 
-def test_jet_tokens_save_load_identity(tmp_path, tokenizer: GridTokenizer) -> None:
+def test_jet_tokens_save_load_identity(tmp_path, jet_tokenizer: GridTokenizer) -> None:
     torch.manual_seed(0)
-    task = NTPTask(NTPConfig(backbone=TINY, n_classes=2, **JET_TOKENS), tokenizer=tokenizer)
+    task = NTPTask(NTPConfig(backbone=TINY, n_classes=2, **JET_TOKENS), tokenizer=jet_tokenizer)
     _fit(task)
     task.eval().save_pretrained(tmp_path / "ntp")
     from jetfm.core.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "ntp" / "task", kind="task")
-    again = build_task(ckpt.config, tokenizer=tokenizer).eval()
+    again = build_task(ckpt.config, tokenizer=jet_tokenizer).eval()
     again.load_state_dict(ckpt.state_dict, strict=False)
     torch.testing.assert_close(again.jet_edges, task.jet_edges)
-    b = _jet_batch(B=4, N=6)
+    b = synthetic_batch(B=4, N=6)
     torch.testing.assert_close(task.loss(b)["loss"], again.loss(b)["loss"])

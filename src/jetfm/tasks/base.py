@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -134,12 +133,12 @@ class Task(nn.Module):
         """True if :meth:`fit_jet_statistics` must see the training jets before the first step."""
         return False
 
-    def fit_jet_statistics(self, jets: Mapping[str, np.ndarray]) -> None:
+    def fit_jet_statistics(self, batches: Iterable[Mapping[str, Any]]) -> None:
         """Fit statistics of the training jets the task keeps with its weights (e.g. bin edges).
 
-        ``jets``: one array (J,) per jet-level field (``pt``, ``mass``, ... and ``n_particles``,
-        the multiplicity after the loader's truncation). Called once by pre-training before the
-        first step; the default task fits nothing."""
+        ``batches``: loader batches of training jets (as :meth:`loss` gets them), so the task
+        measures the jets exactly as it sees them in training. Called once by pre-training before
+        the first step; the default task fits nothing."""
         return None
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:

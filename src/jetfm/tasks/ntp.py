@@ -23,6 +23,13 @@ once, up front, instead of emerging from 64 local decisions. Their ids follow ST
 bin b is ``K + 2 + j * bins + b``; position j may only predict observable j's bins and the particle
 positions only codes and STOP (the other logits are masked out in the loss and in sampling alike).
 
+A jet token describes the jet that the particle tokens after it decode to (:meth:`NTPTask.
+jet_observables`): the E-scheme sum of the decoded, massless particles, as many as the loader kept.
+That is how :mod:`jetfm.evaluate.generation` builds a generated jet, so a jet sampled in a mass bin
+(or conditioned on ``mass: 175``) is judged by the same definition it was trained with. The stored
+jet fields would not do: they sum every constituent, with hadron masses, and sit ~7% (top mass)
+above the jet the model can write.
+
 Shapes: B jets, N particles, J jet tokens, L = J + N + 1 sequence positions, D width,
 V = K + 2 + J * bins vocabulary.
 """
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,7 +48,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from jetfm.core.errors import ConfigError, InputError
-from jetfm.data.features import JET_KEYS
 from jetfm.models.backbone import Backbone, BackboneConfig
 from jetfm.models.heads import GeometricTokenHead, NeighbourPrior, TokenHead
 from jetfm.models.sampler import SampledTokens, SamplingConfig, generate_tokens
@@ -49,9 +55,12 @@ from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 
 IGNORE_ID = -100
 
-#: jet-level observables a jet token can bin: the stored jet's fields (the loader's ``jet``
-#: columns) and ``n_particles``, the multiplicity after the loader's truncation
+#: jet-level observables a jet token can bin: pT, mass and energy of the decoded particles' sum and
+#: ``n_particles``, the multiplicity after the loader's truncation (see the module docstring)
 JET_TOKEN_FIELDS = ("pt", "mass", "energy", "n_particles")
+#: decoded features the kinematic jet tokens need (physical units after the tokenizer's
+#: preprocessing is undone)
+_KINEMATIC_FEATURES = ("log_pt", "deta", "dphi")
 
 
 def _default_backbone() -> BackboneConfig:
@@ -152,6 +161,22 @@ def front_pack(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return x, mask.gather(1, order)
 
 
+def massless_jet_kinematics(
+    pt: Tensor, eta: Tensor, phi: Tensor, mask: Tensor
+) -> dict[str, Tensor]:
+    """E-scheme sum of massless particles (B, N) -> jet ``pt``, ``mass``, ``energy`` (B,) float64.
+
+    The torch twin of :func:`jetfm.physics.jets.jet_four_momentum` with ``E = pT cosh(eta)``, for
+    tensors on any device. Summed in float64: the mass is a difference of large squares.
+    """
+    w = mask.to(torch.float64)
+    pt, eta, phi = pt.double() * w, eta.double(), phi.double()
+    px, py = (pt * torch.cos(phi)).sum(1), (pt * torch.sin(phi)).sum(1)  # (B,)
+    pz, e = (pt * torch.sinh(eta)).sum(1), (pt * torch.cosh(eta)).sum(1)  # (B,)
+    m2 = e * e - px * px - py * py - pz * pz
+    return {"pt": torch.hypot(px, py), "mass": m2.clamp(min=0.0).sqrt(), "energy": e}
+
+
 @register_task("ntp")
 class NTPTask(Task):
     """Causal next-token prediction; see the module docstring."""
@@ -183,6 +208,8 @@ class NTPTask(Task):
         self.stop_id = K + 1
         self.vocab_size = vocab
         self.n_jet_tokens = J
+        if any(name != "n_particles" for name in config.jet_tokens):
+            _ = self._kinematic_stats  # fail now, not at the first batch
         D = config.backbone.dim
         self.backbone = Backbone(config.backbone)
         self.class_embed = nn.Embedding(config.n_classes, D) if config.n_classes > 0 else None
@@ -242,25 +269,67 @@ class NTPTask(Task):
     def needs_jet_statistics(self) -> bool:
         return self.n_jet_tokens > 0
 
-    def fit_jet_statistics(self, jets: Mapping[str, np.ndarray]) -> None:
-        """Fit each jet token's quantile bin edges on the training jets (see the base class)."""
-        rows = []
+    def fit_jet_statistics(self, batches: Iterable[Mapping[str, Any]]) -> None:
+        """Fit each jet token's quantile bin edges on training batches (see the base class), with
+        the observables :meth:`jet_observables` gives the loss."""
+        values: dict[str, list[np.ndarray]] = {name: [] for name in self.config.jet_tokens}
+        for batch in batches:
+            check_batch(batch, None)
+            x, mask = front_pack(batch["x"], batch["mask"].bool())
+            with torch.no_grad():
+                obs = self.jet_observables(self.tokenizer.encode(x, mask).long(), mask)
+            for name in values:
+                values[name].append(obs[name].double().cpu().numpy())
         q = np.linspace(0.0, 1.0, self.config.jet_token_bins + 1)[1:-1]
-        for name in self.config.jet_tokens:
-            if name not in jets:
+        rows = []
+        for name, parts in values.items():
+            v = np.concatenate(parts) if parts else np.zeros(0)
+            v = v[np.isfinite(v)]
+            if v.size == 0:
                 raise InputError(
-                    f"the jet field '{name}' (task.jet_tokens)",
-                    field=f"jets.{name}",
-                    found=sorted(jets),
+                    "training jets with finite values", field=f"jet_tokens.{name}", found="none"
                 )
-            values = np.asarray(jets[name], dtype=np.float64)
-            values = values[np.isfinite(values)]
-            if values.size == 0:
-                raise InputError("finite values", field=f"jets.{name}", found="none")
-            rows.append(np.quantile(values, q))
+            rows.append(np.quantile(v, q))
         if rows:
             self.jet_edges.copy_(torch.as_tensor(np.stack(rows), dtype=torch.float32))
         self._edges_checked = False
+
+    def jet_observables(self, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        """The jet tokens' values ``{name: (B,)}`` of particle tokens ``ids`` (B, N) + ``mask``:
+        those of the jet they decode to (module docstring), as :func:`decode_to_jets` builds it.
+
+        ``n_particles`` is the number of real tokens; pT, mass and energy come from the decoded
+        ``log_pt``, ``deta``, ``dphi`` with the tokenizer's preprocessing undone.
+        """
+        out: dict[str, Tensor] = {"n_particles": mask.sum(dim=1).double()}
+        if all(name == "n_particles" for name in self.config.jet_tokens):
+            return out
+        x = self.tokenizer.decode(ids.masked_fill(~mask, -1), mask)  # (B, N, F) standardised
+        idx, mean, std = self._kinematic_stats
+        kin = x[..., idx].double() * std.to(x.device) + mean.to(x.device)  # (B, N, 3) physical
+        four = massless_jet_kinematics(kin[..., 0].exp(), kin[..., 1], kin[..., 2], mask)
+        out.update(four)
+        return out
+
+    @functools.cached_property
+    def _kinematic_stats(self) -> tuple[list[int], Tensor, Tensor]:
+        """Indices of log_pt, deta, dphi among the tokenizer's features and their mean/std."""
+        names = list(self.tokenizer.feature_names)
+        pre = getattr(self.tokenizer, "preprocessing", None)
+        missing = [f for f in _KINEMATIC_FEATURES if f not in names]
+        if missing or pre is None:
+            raise ConfigError(
+                f"a tokenizer with features {list(_KINEMATIC_FEATURES)} and its preprocessing for"
+                " jet tokens pT/mass/energy (use n_particles alone otherwise)",
+                field="task.jet_tokens",
+                found=f"features {names}, preprocessing {'missing' if pre is None else 'present'}",
+            )
+        idx = [names.index(f) for f in _KINEMATIC_FEATURES]
+        pre_names = list(pre["feature_names"])
+        cols = [pre_names.index(f) for f in _KINEMATIC_FEATURES]
+        mean = torch.as_tensor(np.asarray(pre["mean"], np.float64)[cols])
+        std = torch.as_tensor(np.asarray(pre["std"], np.float64)[cols])
+        return idx, mean, std
 
     def _check_jet_edges(self) -> None:
         if self._edges_checked or self.n_jet_tokens == 0:
@@ -289,22 +358,6 @@ class NTPTask(Task):
         first = torch.arange(bins.shape[1], device=bins.device) * self.config.jet_token_bins
         return self.codebook_size + 2 + first + bins.long()
 
-    def _jet_observables(self, batch: Mapping[str, Any], mask: Tensor) -> dict[str, Tensor]:
-        """The jet-level values of a batch: the loader's ``jet`` columns and the multiplicity."""
-        out: dict[str, Tensor] = {"n_particles": mask.sum(dim=1).float()}
-        jet = batch.get("jet")
-        for name in self.config.jet_tokens:
-            if name == "n_particles":
-                continue
-            if jet is None:
-                raise InputError(
-                    "a 'jet' entry (B, 5) in the batch for task.jet_tokens",
-                    field="jet",
-                    found=None,
-                )
-            out[name] = jet[:, JET_KEYS.index(name)]
-        return out
-
     # ------------------------------------------------------------------ sequences
     def build_sequences(
         self, x: Tensor, mask: Tensor, jet_bins: Tensor | None = None
@@ -312,13 +365,17 @@ class NTPTask(Task):
         """Token sequences of a batch: ``inputs`` (B, L), ``input_mask`` (B, L), ``targets`` (B, L)
         with ``IGNORE_ID`` at padding, and ``x_in`` (B, L, F) (features shifted like the inputs).
 
-        ``jet_bins`` (B, J): the jets' jet-token bins (:meth:`jet_bins`), required with jet tokens.
+        With jet tokens, ``jet_bins`` (B, J) are the jets' bins; by default those of the jets the
+        particle tokens decode to (:meth:`jet_observables`).
         """
         x, mask = front_pack(x, mask)
         B, J = mask.shape[0], self.n_jet_tokens
         dev = mask.device
         with torch.no_grad():
             ids = self.tokenizer.encode(x, mask).long()  # (B, N), frozen
+            if J and jet_bins is None:
+                self._check_jet_edges()
+                jet_bins = self.jet_bins(self.jet_observables(ids, mask))  # (B, J)
         head = torch.full((B, 1), self.start_id, dtype=torch.long, device=dev)  # (B, 1 + J)
         jet_ids = torch.empty(B, 0, dtype=torch.long, device=dev)  # (B, J)
         if J:
@@ -395,10 +452,7 @@ class NTPTask(Task):
         n_feat = c.backbone.n_features if c.backbone.input == "hybrid" else None
         check_batch(batch, n_feat)
         J = self.n_jet_tokens
-        bins = None
-        if J:
-            bins = self.jet_bins(self._jet_observables(batch, batch["mask"].bool()))
-        seq = self.build_sequences(batch["x"], batch["mask"], bins)
+        seq = self.build_sequences(batch["x"], batch["mask"])
         h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), 0)
         hid = self.backbone.encode(h, seq["input_mask"])  # (B, L, D)
         out: dict[str, Tensor] = {}
@@ -431,7 +485,7 @@ class NTPTask(Task):
             pred = full.detach().argmax(-1)[real]  # (M,)
         if J:
             # the sequence's negative log-likelihood per token: jet tokens and particle tokens
-            n_jet, n_part = jet_nll.new_tensor(J * bins.shape[0]), (targets != IGNORE_ID).sum()
+            n_jet, n_part = jet_nll.new_tensor(J * hid.shape[0]), (targets != IGNORE_ID).sum()
             out["particle_loss"] = loss.detach()
             out["jet_token_loss"] = jet_nll.detach()
             loss = (jet_nll * n_jet + loss * n_part) / (n_jet + n_part)

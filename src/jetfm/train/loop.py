@@ -201,12 +201,14 @@ def pretrain(
     run_dir = Path(cfg.train.output_dir)
     check_run_dir(run_dir, resume)  # fail before touching any data
     store = Store(cfg.data.store)
-    pre = _preprocessing(cfg, run_dir, store, Preprocessing)
-    _check_n_features(task_cfg, pre.n_features, cfg.data.feature_set, file)
     seed_all(cfg.train.seed)  # identical initial weights on every rank
     task = build_task(task_cfg, file=file)
+    pre = _tokenizer_preprocessing(task, cfg, file)
+    if pre is None:
+        pre = _preprocessing(cfg, run_dir, store, Preprocessing)
+    _check_n_features(task_cfg, pre.n_features, cfg.data.feature_set, file)
     if task.needs_jet_statistics:
-        task.fit_jet_statistics(_jet_statistics(store, cfg))
+        task.fit_jet_statistics(_statistics_batches(store, pre, cfg))
     if rank_zero_only.rank == 0:
         save_config(cfg, run_dir / "config.yaml")
         pre.save(run_dir / "preprocessing.json")
@@ -251,22 +253,40 @@ def _preprocessing(cfg: PretrainConfig, run_dir: Path, store: Any, cls: Any) -> 
     return cls.for_set(names, max_particles=cfg.loader.max_particles).fit(data)
 
 
-def _jet_statistics(store: Any, cfg: PretrainConfig) -> dict[str, Any]:
-    """Jet-level fields of (up to ``data.preprocessing_jets``) training jets, with
-    ``n_particles`` cut at the loader's ``max_particles`` as the loader cuts them."""
-    import numpy as np
+def _tokenizer_preprocessing(task: Any, cfg: PretrainConfig, file: str | None) -> Any:
+    """The standardisation of the task's tokenizer, if it has one: its codes live in the space
+    its own statistics define, so features standardised with statistics refitted on another
+    store (or another subset) would be tokenized wrongly. None for a task without a tokenizer."""
+    from jetfm.data.features import Preprocessing, resolve_feature_names
 
-    from jetfm.data.features import JET_KEYS
-
-    data = store.read(
-        cfg.data.train_split,
-        limit=cfg.data.preprocessing_jets,
-        particle_fields=[],
-        jet_fields=list(JET_KEYS),
+    tok_pre = getattr(getattr(task, "tokenizer", None), "preprocessing", None)
+    if tok_pre is None:
+        return None
+    names = tuple(resolve_feature_names(cfg.data.feature_set))
+    if tuple(tok_pre["feature_names"]) != names:
+        raise ConfigError(
+            f"the tokenizer's features {list(tok_pre['feature_names'])}",
+            file=file,
+            field="data.feature_set",
+            found=f"{cfg.data.feature_set!r} = {list(names)}",
+        )
+    pre = Preprocessing.from_dict(tok_pre, source="<tokenizer preprocessing>")
+    return Preprocessing(
+        pre.feature_names, pre.mean, pre.std, max_particles=cfg.loader.max_particles
     )
-    jets = {k: data.jets[k] for k in JET_KEYS}
-    jets["n_particles"] = np.minimum(data.counts(), cfg.loader.max_particles)
-    return jets
+
+
+def _statistics_batches(store: Any, pre: Any, cfg: PretrainConfig) -> Iterator[dict[str, Any]]:
+    """Training batches (the loader's, so cut and standardised as in training) until
+    ``data.preprocessing_jets`` jets have been seen, for :meth:`Task.fit_jet_statistics`."""
+    from jetfm.data.loader import make_dataloader
+
+    seen = 0
+    for batch in make_dataloader(store.root, cfg.data.train_split, pre, cfg.loader):
+        yield batch
+        seen += int(batch["mask"].shape[0])
+        if seen >= cfg.data.preprocessing_jets:
+            return
 
 
 def _check_n_features(task_cfg: Any, n_features: int, feature_set: str, file: str | None) -> None:
