@@ -9,6 +9,7 @@ Untrained weights: speed does not depend on training. Prints one table with the 
 target (issue 6) is >= 20x at 128 particles.
 
     python benchmarks/generation_speed.py [--jets 32] [--length 128] [--models 4x128,8x256]
+        [--head-dtypes float32,bfloat16]
 """
 
 from __future__ import annotations
@@ -35,9 +36,17 @@ def build(depth: int, dim: int, vocab: int) -> tuple[Backbone, TokenHead]:
 
 
 def run(
-    backbone: Backbone, head: TokenHead, vocab: int, n_jets: int, length: int, cache: bool
+    backbone: Backbone,
+    head: TokenHead,
+    vocab: int,
+    n_jets: int,
+    length: int,
+    cache: bool,
+    head_dtype: str = "float32",
 ) -> tuple[float, torch.Tensor]:
-    cfg = SamplingConfig(max_length=length, min_length=length, use_cache=cache)
+    cfg = SamplingConfig(
+        max_length=length, min_length=length, use_cache=cache, head_dtype=head_dtype
+    )
 
     def embed(tokens: torch.Tensor, labels: torch.Tensor | None, offset: int) -> torch.Tensor:
         return backbone.embed(None, tokens)
@@ -67,6 +76,11 @@ def main() -> None:
     ap.add_argument("--models", default="4x128,8x256", help="depth x width, comma-separated")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--head-dtypes",
+        default="float32",
+        help="output-projection dtypes to time, comma-separated (float32,bfloat16)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     vocab = args.codebook + 2
@@ -80,18 +94,20 @@ def main() -> None:
         depth, dim = (int(v) for v in spec.lower().split("x"))
         backbone, head = build(depth, dim, vocab)
         backbone, head = backbone.to(dev), head.to(dev)
-        run(backbone, head, vocab, 4, 8, True)  # warm-up (allocator, kernels)
-        t_cache, ids_cache = run(backbone, head, vocab, args.jets, args.length, True)
-        t_full, ids_full = run(backbone, head, vocab, args.jets, args.length, False)
-        same = float((ids_cache == ids_full).all(dim=1).float().mean())
-        rows.append((spec, args.jets / t_cache, args.jets / t_full, t_full / t_cache, same))
+        for hd in args.head_dtypes.split(","):
+            run(backbone, head, vocab, 4, 8, True, hd)  # warm-up (allocator, kernels)
+            t_cache, ids_cache = run(backbone, head, vocab, args.jets, args.length, True, hd)
+            t_full, ids_full = run(backbone, head, vocab, args.jets, args.length, False, hd)
+            same = float((ids_cache == ids_full).all(dim=1).float().mean())
+            rate_c, rate_f = args.jets / t_cache, args.jets / t_full
+            rows.append((spec, hd, rate_c, rate_f, t_full / t_cache, same))
     print(
-        "\n| model (depth x width) | jets/s with KV cache | jets/s without | speed-up "
+        "\n| model (depth x width) | head | jets/s with KV cache | jets/s without | speed-up "
         "| identical jets |"
     )
-    print("|---|---:|---:|---:|---|")
-    for spec, a, b, r, same in rows:
-        print(f"| {spec} | {a:.1f} | {b:.2f} | {r:.1f}x | {100 * same:.1f}% |")
+    print("|---|---|---:|---:|---:|---|")
+    for spec, hd, a, b, r, same in rows:
+        print(f"| {spec} | {hd} | {a:.1f} | {b:.2f} | {r:.1f}x | {100 * same:.1f}% |")
 
 
 if __name__ == "__main__":

@@ -162,6 +162,42 @@ def test_seeded_reproducibility(kmeans_tokenizer) -> None:
     assert len(set(g)) == 9
 
 
+@pytest.mark.parametrize(
+    "model",
+    [{"geometric_head": True, "input_kind": "hybrid", "hybrid_features": "decoded"}, {}],
+    ids=["geometric", "plain"],
+)
+def test_bfloat16_head(kmeans_tokenizer, model) -> None:
+    """head_dtype bfloat16: logits within bfloat16 rounding of float32's, the same jets with and
+    without the cache, and a plain callable head is refused (its projection is unknown)."""
+    from jetfm.models.heads import projection_in_dtype
+    from jetfm.models.sampler import generate_tokens
+
+    task = make_task(kmeans_tokenizer, **model)
+    hid = torch.randn(16, 32)
+    with torch.no_grad():
+        full = task.head(hid)
+        low = projection_in_dtype(task.head, torch.bfloat16)(hid)
+    assert low.dtype == torch.float32 and full.shape == low.shape
+    # inputs and weight rounded to 8 significant bits: |error| <~ 2^-8 x sum_d |h_d w_kd|
+    scale = (hid.abs() @ task.head.proj.weight.abs().T).max()
+    assert float((low - full).abs().max()) < 2**-7 * float(scale)
+    assert not torch.equal(low, full)
+    a = _draw(task, use_cache=True, head_dtype="bfloat16")
+    b = _draw(task, use_cache=False, head_dtype="bfloat16")
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.stopped, b.stopped)
+    with pytest.raises(ConfigError, match="head_dtype"):
+        generate_tokens(
+            task.backbone,
+            lambda h: task.head(h),
+            task.embed_tokens,
+            n_jets=2,
+            start_id=task.start_id,
+            stop_id=task.stop_id,
+            config=SamplingConfig(max_length=3, head_dtype="bfloat16"),
+        )
+
+
 def test_bad_settings(kmeans_tokenizer) -> None:
     with pytest.raises(ConfigError, match="top_p"):
         SamplingConfig(top_p=0.0)
@@ -171,6 +207,8 @@ def test_bad_settings(kmeans_tokenizer) -> None:
         SamplingConfig(max_length=4, min_length=5)
     with pytest.raises(ConfigError, match="top_k"):
         SamplingConfig(top_k=-2)
+    with pytest.raises(ConfigError, match="head_dtype"):
+        SamplingConfig(head_dtype="float16")
     task = make_task(kmeans_tokenizer, n_classes=2)
     with pytest.raises(InputError, match="labels"):
         _draw(task)  # a conditional model needs labels

@@ -99,6 +99,7 @@ class SampleConfig:
     class_label: int | str | None = None
     jet_condition: dict[str, float] = field(default_factory=dict)
     use_cache: bool = True
+    head_dtype: str = "float32"  # float32 | bfloat16 (faster output projection, other draws)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     shard_size: int = 10_000  # jets per store shard (a whole number of batches is used)
     jet_radius: float = 0.8  # R of the N-subjettiness normalisation (the clustering radius)
@@ -121,6 +122,7 @@ class SampleConfig:
             max_length=self.max_length,
             min_length=self.min_length,
             use_cache=self.use_cache,
+            head_dtype=self.head_dtype,
         )
 
 
@@ -492,6 +494,7 @@ def sample(
     class_label: int | str | None = None,
     jet_condition: dict[str, float] | None = None,
     use_cache: bool = True,
+    head_dtype: str = "float32",
     device: str = "auto",
     shard_size: int = 10_000,
     jet_radius: float = 0.8,
@@ -519,6 +522,7 @@ def sample(
         class_label=class_label,
         jet_condition=dict(jet_condition or {}),
         use_cache=use_cache,
+        head_dtype=head_dtype,
         device=device,
         shard_size=shard_size,
         jet_radius=jet_radius,

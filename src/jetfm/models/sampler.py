@@ -28,6 +28,11 @@ Each step draws one token per unfinished jet. Why the choices:
   (peaked) models they agree exactly.
 * **Finished jets leave the batch**: when a jet samples STOP its rows are dropped from the working
   batch and from the cache (:meth:`KVCache.reorder`), so it costs nothing afterwards.
+* **Inference mode** (no autograd bookkeeping): a cached step is hundreds of small ops, where that
+  bookkeeping is a visible share.
+* ``head_dtype = "bfloat16"`` runs the output head's vocabulary projection in bfloat16
+  (:func:`~jetfm.models.heads.projection_in_dtype`): faster, the same for both paths, but not the
+  float32 draws.
 * Filtering order: temperature, then top-k, then top-p (nucleus) on the renormalised distribution.
   ``temperature = 0`` is greedy (argmax); ``top_k = 1`` gives the same sequences.
 * STOP is forbidden until ``min_length`` particles exist (default 1: no empty jets); START is never
@@ -47,6 +52,7 @@ from torch import Tensor
 
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone
+from jetfm.models.heads import projection_in_dtype
 from jetfm.nn.attention import KVCache
 
 EmbedFn = Callable[[Tensor, Tensor | None, int], Tensor]
@@ -54,6 +60,7 @@ HeadFn = Callable[[Tensor], Tensor]
 LogitBiasFn = Callable[[Tensor, Tensor], Tensor]
 
 PAD_ID = -1
+HEAD_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -69,6 +76,9 @@ class SamplingConfig:
     max_length: int = 128  # particles per jet at most (the START/STOP tokens not counted)
     min_length: int = 1  # STOP is forbidden before this many particles
     use_cache: bool = True
+    #: dtype of the output head's vocabulary projection: "bfloat16" is faster (see
+    #: :func:`~jetfm.models.heads.projection_in_dtype`) but draws other jets than "float32"
+    head_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if not (self.temperature >= 0 and np.isfinite(self.temperature)):
@@ -81,6 +91,10 @@ class SamplingConfig:
             raise ConfigError("0 < top_p <= 1 (1 = off)", field="top_p", found=self.top_p)
         if self.max_length < 1:
             raise ConfigError("max_length >= 1", field="max_length", found=self.max_length)
+        if self.head_dtype not in HEAD_DTYPES:
+            raise ConfigError(
+                f"one of {list(HEAD_DTYPES)}", field="head_dtype", found=self.head_dtype
+            )
         if not 0 <= self.min_length <= self.max_length:
             raise ConfigError(
                 f"0 <= min_length <= max_length ({self.max_length})",
@@ -190,7 +204,6 @@ def _uniforms(generator: torch.Generator | None, B: int, device: torch.device) -
     return torch.rand(B, generator=generator, device=dev).to(device)
 
 
-@torch.no_grad()
 def generate_tokens(
     backbone: Backbone,
     head: HeadFn,
@@ -232,37 +245,42 @@ def generate_tokens(
             raise InputError(f"labels of shape ({B},)", field="labels", found=tuple(labels.shape))
     never = torch.tensor(sorted({start_id, *forbidden_ids}), dtype=torch.long, device=device)
 
-    rows = torch.arange(B, device=device)  # original index of each unfinished jet
-    seq = torch.full((B, 1), start_id, dtype=torch.long, device=device)  # (b, T)
-    cache = KVCache() if cfg.use_cache else None
-    for step in range(N):
-        lab = None if labels is None else labels[rows]
-        if cache is not None:
-            h = embed(seq, lab, step)  # (b, 1, D): the new token only, at position step
-            hid = backbone.encode(h, None, cache=cache)[:, -1]  # (b, D)
-        else:
-            h = embed(seq, lab, 0)  # (b, T, D): the whole prefix again
-            hid = backbone.encode(h, None)[:, -1]
-        logits = head(hid).float()  # (b, V)
-        if logit_bias is not None:
-            logits = logits + logit_bias(hid, ids[rows, :step]).float()
-        logits[:, never] = -float("inf")
-        if step < cfg.min_length:
-            logits[:, stop_id] = -float("inf")
-        u = _uniforms(generator, B, device)[rows]  # drawn for all B jets: stream independent of b
-        nxt = choose_tokens(logits, u, cfg)  # (b,)
-        done = nxt == stop_id
-        keep = ~done
-        ids[rows[keep], step] = nxt[keep]
-        stopped[rows[done]] = True
-        if not bool(keep.any()):
-            break
-        if bool(done.any()):
-            index = keep.nonzero().squeeze(-1)
-            rows, seq, nxt = rows[index], seq[index], nxt[index]
+    # inference mode: no autograd bookkeeping on the many small ops of each step; ids and stopped
+    # were made outside it, so they stay ordinary tensors
+    with torch.inference_mode():
+        if cfg.head_dtype != "float32":
+            head = projection_in_dtype(head, getattr(torch, cfg.head_dtype))  # type: ignore[arg-type]
+        rows = torch.arange(B, device=device)  # original index of each unfinished jet
+        seq = torch.full((B, 1), start_id, dtype=torch.long, device=device)  # (b, T)
+        cache = KVCache() if cfg.use_cache else None
+        for step in range(N):
+            lab = None if labels is None else labels[rows]
             if cache is not None:
-                cache.reorder(index)
-        # the cache holds the prefix, so the cached path only keeps the newest token
-        seq = nxt[:, None] if cache is not None else torch.cat([seq, nxt[:, None]], dim=1)
-    mask = ids >= 0
-    return SampledTokens(ids=ids, mask=mask, stopped=stopped)
+                h = embed(seq, lab, step)  # (b, 1, D): the new token only, at position step
+                hid = backbone.encode(h, None, cache=cache)[:, -1]  # (b, D)
+            else:
+                h = embed(seq, lab, 0)  # (b, T, D): the whole prefix again
+                hid = backbone.encode(h, None)[:, -1]
+            logits = head(hid).float()  # (b, V)
+            if logit_bias is not None:
+                logits = logits + logit_bias(hid, ids[rows, :step]).float()
+            logits[:, never] = -float("inf")
+            if step < cfg.min_length:
+                logits[:, stop_id] = -float("inf")
+            # drawn for all B jets: the random stream does not depend on b
+            u = _uniforms(generator, B, device)[rows]
+            nxt = choose_tokens(logits, u, cfg)  # (b,)
+            done = nxt == stop_id
+            keep = ~done
+            ids[rows[keep], step] = nxt[keep]
+            stopped[rows[done]] = True
+            if not bool(keep.any()):
+                break
+            if bool(done.any()):
+                index = keep.nonzero().squeeze(-1)
+                rows, seq, nxt = rows[index], seq[index], nxt[index]
+                if cache is not None:
+                    cache.reorder(index)
+            # the cache holds the prefix, so the cached path only keeps the newest token
+            seq = nxt[:, None] if cache is not None else torch.cat([seq, nxt[:, None]], dim=1)
+    return SampledTokens(ids=ids, mask=ids >= 0, stopped=stopped)
