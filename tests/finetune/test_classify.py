@@ -160,3 +160,26 @@ def test_ntp_backbone_reads_its_pretraining_sequence(ntp_model: Path) -> None:
     hb, _ = bi.encode(b["x"], b["mask"])
     hb2, _ = bi.encode(x2, b["mask"])
     assert not torch.allclose(hb2[0, 0], hb[0, 0])
+
+
+def test_pretraining_inputs_the_classifier_does_not_feed_are_named(
+    ntp_model: Path, tmp_path: Path
+) -> None:
+    """A plain NTP backbone reads what it was trained on; jet tokens, decoded hybrid features and
+    the task's position embedding are listed (finetune warns about them)."""
+    import shutil
+
+    import yaml
+
+    from jetfm.train.finetune import pretraining_inputs_not_reproduced
+
+    bdir = load_pretrained(ntp_model).backbone_dir
+    assert bdir is not None and pretraining_inputs_not_reproduced(bdir) == []
+    model = shutil.copytree(bdir.parent, tmp_path / "model")
+    cfg_path = model / "task" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg.update(jet_tokens=["mass"], hybrid_features="decoded", position_embedding=True)
+    cfg["backbone"]["input"] = "hybrid"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    found = pretraining_inputs_not_reproduced(model / "backbone")
+    assert [f.split()[0] for f in found] == ["jet", "decoded", "a"], found

@@ -14,7 +14,10 @@ Input sequences (``ClassifyConfig.sequence``):
 * ``"set"`` - a feature backbone (masked particle modelling): the padded particles as they are;
 * ``"ntp"`` - a token backbone from next-token prediction: the jet becomes ``[START, t_1, ..., t_n]``
   exactly as in pre-training (tokens from the frozen tokenizer, pT order), so a frozen backbone
-  sees the inputs it was trained on.
+  sees the inputs it was trained on. Not reproduced (fine-tuning warns,
+  :func:`jetfm.train.finetune.pretraining_inputs_not_reproduced`): the pre-training task's jet
+  tokens, decoded hybrid features and position embedding, which the generation recipe
+  (``configs/ntp_gen8192.yaml``) turns on; the default ``configs/ntp.yaml`` uses none of them.
 
 Why a causal (NTP) backbone stays causal by default: the hidden state at position ``i`` then means
 what it meant in pre-training (a summary of the first ``i`` particles), so frozen features are the

@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import logging
 import shutil
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ import h5py
 import lightning.pytorch as pl
 import numpy as np
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback
 
 from jetfm.core.atomic import atomic_path, write_json_atomic
@@ -430,6 +432,27 @@ def load_pretrained(path: str | Path) -> PretrainedParts:
     return PretrainedParts(bdir, cfg, pre, ckpt.tokenizer_path, ckpt.state_dict, ckpt.meta)
 
 
+def pretraining_inputs_not_reproduced(backbone_dir: Path) -> list[str]:
+    """Input options of a next-token pre-training (its ``task/config.yaml`` beside the backbone)
+    that the classifier's ``[START, t_1 .. t_n]`` sequence does not reproduce: jet tokens before
+    the particles, decoded instead of exact hybrid features, the task's position embedding."""
+    path = backbone_dir.parent / "task" / "config.yaml"
+    if not path.is_file():
+        return []
+    task = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if task.get("name") != "ntp":
+        return []
+    out = []
+    if task.get("jet_tokens"):
+        out.append(f"jet tokens {list(task['jet_tokens'])}")
+    hybrid = (task.get("backbone") or {}).get("input") == "hybrid"
+    if hybrid and task.get("hybrid_features") == "decoded":
+        out.append("decoded hybrid features (hybrid_features: decoded)")
+    if task.get("position_embedding"):
+        out.append("a position embedding (position_embedding: true)")
+    return out
+
+
 def _parts(cfg: FinetuneConfig, store: Store) -> PretrainedParts:
     if cfg.pretrained is not None:
         return load_pretrained(cfg.pretrained)
@@ -519,6 +542,14 @@ def finetune(
                 file=store.root,
                 field=f,
                 found=f"fields {store.particle_fields}",
+            )
+    if cfg.regime != "scratch" and parts.backbone_dir is not None:
+        for what in pretraining_inputs_not_reproduced(parts.backbone_dir):
+            warnings.warn(
+                f"{parts.backbone_dir}: the backbone was pre-trained with {what}, which the"
+                " classifier does not feed (it reads [START, particle tokens]); its features are"
+                " used off their training distribution",
+                stacklevel=2,
             )
     seed_all(cfg.train.seed)  # the head's initial weights (and a scratch backbone's)
     task = build_classifier(cfg, parts, class_names)
