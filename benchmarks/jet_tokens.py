@@ -5,13 +5,15 @@ For a next-token checkpoint trained with ``task.jet_tokens``:
 1. draws ``--jets`` jets (classes alternating), then compares each jet's drawn bins with the bins
    its generated particles fall in (Spearman correlation, fraction within 0/1/3 bins);
 2. for each ``--conditions`` entry ``CLASS:PT:MASS`` draws ``--jets-per-condition`` jets with
-   ``jet_condition = {pt, mass}`` and prints quantiles of their (massless) mass and pT beside those
-   of simulated ``--reference`` test jets of that class in the same stored-mass bin and within
-   ``--pt-window`` GeV of the pT.
+   ``jet_condition = {pt, mass}`` and prints quantiles of their mass and pT beside those of the
+   simulated ``--reference`` test jets of that class in the same pT and mass bins.
 
-Generated jets are massless (E = |p|) and so are the reference jets' observables here; the bins were
-fitted on the stored (massive) jet mass, about 7% higher, so a shift of about -2 mass bins is
-expected.
+A jet token bins the jet its particle tokens decode to (massless particles, the leading
+``max_particles``; :meth:`NTPTask.jet_observables`), and generated jets are built the same way, so
+the simulated jets are binned after tokenizing and decoding them (``tokenize_and_decode``) and the
+quantiles are those of their massless leading ``--max-length`` particles. (Checkpoints from before
+2026-12-02, such as runs E and F, binned the stored all-constituent jet instead: about 2 mass bins
+higher.)
 
     python benchmarks/jet_tokens.py runs/ntp_e --reference data/topqcd80k \\
         --conditions QCD:600:60,QCD:600:125,Tbqq:600:160,Tbqq:600:190
@@ -37,6 +39,7 @@ from jetfm.evaluate.generation import (
     resolve_ntp_checkpoint,
     resolve_preprocessing,
     sample_ntp_tokens,
+    tokenize_and_decode,
 )
 from jetfm.models.sampler import SamplingConfig, seeded_generator
 
@@ -50,7 +53,6 @@ def main() -> None:
     ap.add_argument("--jets", type=int, default=2000)
     ap.add_argument("--conditions", default="", help="CLASS:PT:MASS,... (GeV)")
     ap.add_argument("--jets-per-condition", type=int, default=1000)
-    ap.add_argument("--pt-window", type=float, default=50.0)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=5)
     args = ap.parse_args()
@@ -92,6 +94,9 @@ def main() -> None:
         raise SystemExit("--conditions needs jet_tokens starting with [pt, mass]")
     ref = store.read("test")
     rs = jet_sample_from_batch(ref.truncate(args.max_length))
+    # the bins of the simulated jets, by the definition the model was trained with
+    td = tokenize_and_decode(ref, task.tokenizer, pre, max_particles=args.max_length).jets
+    ref_bins = [np.searchsorted(edges[j], td[name], side="left") for j, name in enumerate(names)]
     for k, spec in enumerate(args.conditions.split(",")):
         cls, pt, mass = spec.split(":")
         pt_v, mass_v = float(pt), float(mass)
@@ -103,27 +108,30 @@ def main() -> None:
             args.seed + 1 + k,
             bins.expand(args.jets_per_condition, -1),
         )
-        b = int(bins[1])
-        lo = edges[1][b - 1] if b > 0 else -np.inf
-        hi = edges[1][b] if b < edges.shape[1] else np.inf
-        sel = (
-            (ref.jets["label"] == label)
-            & (np.abs(ref.jets["pt"] - pt_v) < args.pt_window)
-            & (ref.jets["mass"] > lo)
-            & (ref.jets["mass"] <= hi)
-        )
+        sel = (ref.jets["label"] == label) & (ref_bins[0] == int(bins[0]))
+        sel &= ref_bins[1] == int(bins[1])
+        lo, hi = _bin_range(edges[1], int(bins[1]))
+        lo_p, hi_p = _bin_range(edges[0], int(bins[0]))
         q = np.round(np.quantile(cj.jets["mass"], QUANTILES), 1)
         qp = np.round(np.quantile(cj.jets["pt"], QUANTILES)).astype(int)
-        print(f"{cls}, pT {pt_v:g}, stored-mass bin {lo:.1f}-{hi:.1f} GeV (quantiles {QUANTILES})")
+        print(
+            f"{cls}, pT bin {lo_p:.0f}-{hi_p:.0f} GeV, mass bin {lo:.1f}-{hi:.1f} GeV"
+            f" (quantiles {QUANTILES})"
+        )
         print(f"  generated ({len(cj.jets['mass'])}): mass {q} pT {qp}")
         if sel.sum() >= 5:
             qs = np.round(np.quantile(rs.jets["mass"][sel], QUANTILES), 1)
             qsp = np.round(np.quantile(rs.jets["pt"][sel], QUANTILES)).astype(int)
-            print(
-                f"  simulated ({int(sel.sum())}, |pT - {pt_v:g}| < {args.pt_window:g}): mass {qs} pT {qsp}"
-            )
+            print(f"  simulated ({int(sel.sum())}, same bins): mass {qs} pT {qsp}")
         else:
-            print(f"  simulated: {int(sel.sum())} test jets in that window")
+            print(f"  simulated: {int(sel.sum())} test jets in those bins")
+
+
+def _bin_range(edges: np.ndarray, b: int) -> tuple[float, float]:
+    """(low, high] of bin ``b`` of quantile ``edges`` (open-ended at both ends)."""
+    lo = edges[b - 1] if b > 0 else -np.inf
+    hi = edges[b] if b < len(edges) else np.inf
+    return float(lo), float(hi)
 
 
 if __name__ == "__main__":

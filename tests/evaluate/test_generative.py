@@ -253,6 +253,15 @@ def test_truth_floor_and_table():
     names = [r["metric"] for r in good_rows]
     assert names == ["kl_pt", "kl_mass", "w1m", "fpd", "kpd"]
     assert all(r["ratio"] < 10 for r in good_rows if r["metric"].startswith("kl"))
+    # a floor <= 0 (KPD, an unbiased estimate of zero) has no ratio; the table says so
+    from jetfm.evaluate.generation import _rows_table
+
+    zero = compare_with_floor(
+        good, ref, ref2, {"kpd": lambda r, g: (1e-4, 1e-3) if g is good else (-1e-5, 1e-4)}
+    )
+    assert math.isnan(zero[0]["ratio"])
+    table = "\n".join(_rows_table(zero, "t"))
+    assert "| n/a |" in table and "0.1 errors from zero" in table
 
 
 def test_jetsample_validation():

@@ -695,12 +695,20 @@ def _rows_table(rows: list[dict[str, Any]], title: str) -> list[str]:
         "| metric | value | error | truth floor | floor error | value / floor |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    notes = []
     for r in rows:
+        ratio = f"{r['ratio']:.3g}"
+        if not math.isfinite(r["ratio"]):
+            ratio = "n/a"
+            notes.append(
+                f"{r['metric']}: the floor is <= 0 (an unbiased estimate of zero), so no ratio;"
+                f" the value is {abs(r['value']) / max(r['error'], 1e-300):.2g} errors from zero."
+            )
         out.append(
             f"| {r['metric']} | {r['value']:.4g} | {r['error']:.2g} | {r['floor']:.4g} | "
-            f"{r['floor_error']:.2g} | {r['ratio']:.3g} |"
+            f"{r['floor_error']:.2g} | {ratio} |"
         )
-    return [*out, ""]
+    return [*out, "", *[f"- {n}" for n in notes], *([""] if notes else [])]
 
 
 def _plot_all(samples: dict[str, Any], out_dir: Path, ref_name: str) -> list[Path]:

@@ -670,7 +670,8 @@ def compare_with_floor(
     reference2: JetSample,
     metrics: Mapping[str, MetricFn],
 ) -> list[dict[str, Any]]:
-    """One row per metric: ``metric, value, error, floor, floor_error, ratio`` (ratio = value / floor).
+    """One row per metric: ``metric, value, error, floor, floor_error, ratio`` (ratio = value / floor,
+    NaN where the floor is <= 0).
 
     Every metric is called as ``fn(reference, candidate)`` with all three samples cut to the same
     number of jets ``n`` (recorded in each row), so value and floor see equal statistics.
@@ -681,7 +682,9 @@ def compare_with_floor(
     for name, fn in metrics.items():
         v, e = _value_error(fn(ref, gen))
         f, fe = _value_error(fn(ref, ref2))
-        ratio = v / f if f > 0 else (math.inf if v > 0 else math.nan)
+        # a floor <= 0 (an unbiased estimate such as KPD's, of a distance that is zero between
+        # identical distributions) has no meaningful ratio: judge the value by its error instead
+        ratio = v / f if f > 0 else math.nan
         rows.append(
             {
                 "metric": name,
