@@ -42,8 +42,21 @@ def _draw(task, n=24, seed=0, labels=None, **kw):
         {"input_kind": "hybrid", "hybrid_features": "decoded", "geometric_head": True},
         {"position_embedding": True, "max_length": 20},
         {"neighbour_prior": True, "geometric_head": True, "n_classes": 2},
+        {
+            "input_kind": "hybrid",
+            "hybrid_features": "decoded",
+            "geometric_head": True,
+            "fourier_input": True,
+        },
     ],
-    ids=["conditional+registers", "hybrid", "decoded+geometric", "positions", "neighbour"],
+    ids=[
+        "conditional+registers",
+        "hybrid",
+        "decoded+geometric",
+        "positions",
+        "neighbour",
+        "fourier",
+    ],
 )
 def test_cached_equals_uncached(kmeans_tokenizer, settings, model) -> None:
     """Same seed: the KV-cache path and the rerun-the-whole-prefix path give identical jets."""

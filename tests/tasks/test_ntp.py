@@ -66,6 +66,11 @@ def _train(task: NTPTask, steps: int = 30) -> list[float]:
         ("hybrid", 2, {}),
         ("tokens", 0, {"geometric_head": True}),
         ("hybrid", 0, {"geometric_head": True, "hybrid_features": "decoded"}),
+        (
+            "hybrid",
+            2,
+            {"geometric_head": True, "hybrid_features": "decoded", "fourier_input": True},
+        ),
         ("tokens", 2, {"neighbour_prior": True, "neighbour_parents": 4}),
     ],
 )
@@ -231,6 +236,8 @@ def test_geometric_head_ties_rows_to_code_features(tokenizer: GridTokenizer) -> 
         NTPConfig(backbone=TINY, geometric_head=True, head_transform=True)
     with pytest.raises(ConfigError, match="hybrid_features"):
         NTPConfig(backbone=TINY, hybrid_features="both")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="fourier_input"):
+        NTPConfig(backbone=TINY, geometric_head=True, fourier_input=True)  # tokens-only input
 
 
 def test_config_errors(tokenizer: GridTokenizer) -> None:

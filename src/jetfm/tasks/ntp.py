@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,6 +79,13 @@ class NTPConfig:
     #: tie each code's output row to its decoded features (:class:`GeometricTokenHead`); helps
     #: large codebooks, whose codes are each seen rarely
     geometric_head: bool = False
+    #: also embed a hybrid input's features through the geometric head's random Fourier features
+    #: (same frequencies). The head scores code k by ``h . g(c_k)`` with ``g`` built on those
+    #: features; for "the next particle sits next to particle 1" ``h`` must carry particle 1's
+    #: phases at those frequencies, which an MLP of its three raw features gives only coarsely.
+    #: Needs ``geometric_head`` and ``backbone.input: hybrid``; zero-initialised, so training
+    #: starts from the model without it.
+    fourier_input: bool = False
     #: features a ``hybrid`` backbone reads in training: ``exact`` (the particles' own; richer
     #: representations for tagging) or ``decoded`` (the tokens' decoded features, which is all a
     #: generated jet has: training then matches sampling)
@@ -145,6 +153,12 @@ class NTPConfig:
         if self.jet_token_bins < 2:
             raise ConfigError(
                 "an integer >= 2", field="task.jet_token_bins", found=self.jet_token_bins
+            )
+        if self.fourier_input and not (self.geometric_head and self.backbone.input == "hybrid"):
+            raise ConfigError(
+                "geometric_head: true and backbone.input: hybrid with fourier_input: true",
+                field="task.fourier_input",
+                found=f"geometric_head {self.geometric_head}, input '{self.backbone.input}'",
             )
         if self.geometric_head and self.head_transform:
             raise ConfigError(
@@ -233,6 +247,12 @@ class NTPTask(Task):
             self.head: nn.Module = GeometricTokenHead(D, self.code_features, n_special=vocab - K)
         else:
             self.head = TokenHead(D, vocab, config.head_transform)
+        self.fourier_embed: nn.Linear | None = None
+        if config.fourier_input:
+            n_freq = self.head.frequencies.shape[1]
+            self.fourier_embed = nn.Linear(2 * n_freq, D)
+            nn.init.zeros_(self.fourier_embed.weight)
+            nn.init.zeros_(self.fourier_embed.bias)
         self.neighbour: NeighbourPrior | None = None
         if config.neighbour_prior:
             names = list(getattr(tokenizer, "feature_names", ()))
@@ -415,6 +435,10 @@ class NTPTask(Task):
         """Embed ids (B, T) at positions ``offset .. offset + T - 1`` (+ their features ``x_in``
         (B, T, F) for a hybrid backbone); the class embedding goes on position 0 (START)."""
         h = self.backbone.embed(x_in if self.config.backbone.input == "hybrid" else None, inputs)
+        if self.fourier_embed is not None:
+            assert x_in is not None  # hybrid input (NTPConfig)
+            phase = 2 * math.pi * x_in @ self.head.frequencies  # (B, T, n)
+            h = h + self.fourier_embed(torch.cat([phase.sin(), phase.cos()], dim=-1))
         if self.position_embed is not None:
             T = inputs.shape[1]
             if offset + T > self.config.max_length + 1 + self.n_jet_tokens:
