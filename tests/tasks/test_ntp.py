@@ -344,6 +344,8 @@ def test_save_load_identity(tmp_path, tokenizer: GridTokenizer, head: str) -> No
     from jetfm.core.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tmp_path / "ntp" / "task", kind="task")
+    # no jet tokens, no edges saved: checkpoints from before jet tokens existed load unchanged
+    assert "jet_edges" not in ckpt.state_dict
     again = build_task(ckpt.config, tokenizer=tokenizer).eval()
     again.load_state_dict(ckpt.state_dict, strict=False)
     b = synthetic_batch(B=4, N=6)

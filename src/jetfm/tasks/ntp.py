@@ -268,7 +268,11 @@ class NTPTask(Task):
             )
         # jet tokens: quantile bin edges (J, bins - 1), NaN until fitted; saved with the weights
         self.jet_edges: Tensor
-        self.register_buffer("jet_edges", torch.full((J, max(n_bins - 1, 1)), float("nan")))
+        # saved only with jet tokens: checkpoints of models without them (and from before jet
+        # tokens existed) carry no edges
+        self.register_buffer(
+            "jet_edges", torch.full((J, max(n_bins - 1, 1)), float("nan")), persistent=J > 0
+        )
         self._edges_checked = False
         # additive logit masks (J + 1, V): row j < J allows observable j's bins only, row J (every
         # particle position) codes and STOP only
