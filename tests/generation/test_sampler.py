@@ -211,6 +211,49 @@ def test_bfloat16_head(kmeans_tokenizer, model) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"n_classes": 2, "position_embedding": True, "max_length": 20},
+        {
+            "input_kind": "hybrid",
+            "hybrid_features": "decoded",
+            "geometric_head": True,
+            "fourier_input": True,
+            "n_classes": 2,
+        },
+    ],
+    ids=["tokens", "hybrid+fourier"],
+)
+def test_sampling_path_matches_training_forward(kmeans_tokenizer, model) -> None:
+    """The hidden state the sampler computes for a prefix (embed_tokens + encode of the prefix
+    alone) equals the training forward's at that position: sampling draws from the distribution
+    the loss trained, for every input option."""
+    import numpy as np
+
+    from jetfm.data.features import Preprocessing, compute_features
+    from tests.conftest import make_toy_jets
+
+    task = make_task(kmeans_tokenizer, **model)
+    jets = make_toy_jets(8, seed=11)
+    pre = Preprocessing.from_dict(kmeans_tokenizer.preprocessing)
+    feats = pre.transform(compute_features(jets, pre.feature_names).astype(np.float64))
+    from jetfm.evaluate.generative import jagged_to_padded
+
+    x, m = jagged_to_padded(feats, jets.offsets, 12)
+    x, m = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(m)
+    labels = torch.arange(8) % 2
+    with torch.no_grad():
+        seq = task.build_sequences(x, m)
+        h = task._embed(seq["inputs"], seq.get("x_in"), labels, 0)
+        hid = task.backbone.encode(h, seq["input_mask"])  # (B, L, D)
+        for t in (0, 1, 5):
+            prefix = seq["inputs"][:, : t + 1]
+            h_s = task.embed_tokens(prefix, labels, 0)
+            hid_s = task.backbone.encode(h_s, None)[:, -1]
+            torch.testing.assert_close(hid_s, hid[:, t], rtol=1e-4, atol=1e-5)
+
+
 def test_bad_settings(kmeans_tokenizer) -> None:
     with pytest.raises(ConfigError, match="top_p"):
         SamplingConfig(top_p=0.0)
