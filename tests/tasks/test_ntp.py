@@ -69,7 +69,12 @@ def _train(task: NTPTask, steps: int = 30) -> list[float]:
         (
             "hybrid",
             2,
-            {"geometric_head": True, "hybrid_features": "decoded", "fourier_input": True},
+            {
+                "geometric_head": True,
+                "hybrid_features": "decoded",
+                "fourier_input": True,
+                "geometric_angular": True,
+            },
         ),
         ("tokens", 2, {"neighbour_prior": True, "neighbour_parents": 4}),
     ],
@@ -236,6 +241,13 @@ def test_geometric_head_ties_rows_to_code_features(tokenizer: GridTokenizer) -> 
         NTPConfig(backbone=TINY, geometric_head=True, head_transform=True)
     with pytest.raises(ConfigError, match="hybrid_features"):
         NTPConfig(backbone=TINY, hybrid_features="both")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="geometric_angular"):
+        NTPConfig(backbone=TINY, geometric_angular=True)
+    task = NTPTask(NTPConfig(backbone=TINY, geometric_head=True, geometric_angular=True), tokenizer)
+    f = task.head.frequencies  # (F, n): features (deta, dphi, log_pt) of the grid tokenizer
+    n = f.shape[1]
+    assert bool((f[2, : n // 2] == 0).all()) and bool((f[2, n // 2 :] != 0).all())
+    assert bool((f[:2] != 0).all())
     with pytest.raises(ConfigError, match="fourier_input"):
         NTPConfig(backbone=TINY, geometric_head=True, fourier_input=True)  # tokens-only input
 

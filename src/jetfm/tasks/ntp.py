@@ -86,6 +86,11 @@ class NTPConfig:
     #: Needs ``geometric_head`` and ``backbone.input: hybrid``; zero-initialised, so training
     #: starts from the model without it.
     fourier_input: bool = False
+    #: make half of the geometric head's random frequencies act on (deta, dphi) only. Each random
+    #: Fourier feature of (deta, dphi, log pT) oscillates in log pT too, so the head cannot score
+    #: "near particle 1 in angle, at any pT", the dominant pattern of a jet core; angular-only
+    #: features can. Needs ``geometric_head`` and deta, dphi among the tokenizer's features.
+    geometric_angular: bool = False
     #: features a ``hybrid`` backbone reads in training: ``exact`` (the particles' own; richer
     #: representations for tagging) or ``decoded`` (the tokens' decoded features, which is all a
     #: generated jet has: training then matches sampling)
@@ -159,6 +164,12 @@ class NTPConfig:
                 "geometric_head: true and backbone.input: hybrid with fourier_input: true",
                 field="task.fourier_input",
                 found=f"geometric_head {self.geometric_head}, input '{self.backbone.input}'",
+            )
+        if self.geometric_angular and not self.geometric_head:
+            raise ConfigError(
+                "geometric_head: true with geometric_angular: true",
+                field="task.geometric_angular",
+                found="geometric_head false",
             )
         if self.geometric_head and self.head_transform:
             raise ConfigError(
@@ -247,6 +258,17 @@ class NTPTask(Task):
             self.head: nn.Module = GeometricTokenHead(D, self.code_features, n_special=vocab - K)
         else:
             self.head = TokenHead(D, vocab, config.head_transform)
+        if config.geometric_angular:
+            names = list(getattr(tokenizer, "feature_names", ()))
+            if "deta" not in names or "dphi" not in names:
+                raise ConfigError(
+                    "a tokenizer with deta and dphi among its features",
+                    field="task.geometric_angular",
+                    found=f"tokenizer features {names}",
+                )
+            other = [i for i, n in enumerate(names) if n not in ("deta", "dphi")]
+            with torch.no_grad():  # (F, n): the first half of the frequencies, angular only
+                self.head.frequencies[other, : self.head.frequencies.shape[1] // 2] = 0.0
         self.fourier_embed: nn.Linear | None = None
         if config.fourier_input:
             n_freq = self.head.frequencies.shape[1]
