@@ -179,7 +179,8 @@ def test_pretraining_inputs_the_classifier_does_not_feed_are_named(
     cfg_path = model / "task" / "config.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
     cfg.update(jet_tokens=["mass"], hybrid_features="decoded", position_embedding=True)
+    cfg.update(fourier_input=True)
     cfg["backbone"]["input"] = "hybrid"
     cfg_path.write_text(yaml.safe_dump(cfg))
     found = pretraining_inputs_not_reproduced(model / "backbone")
-    assert [f.split()[0] for f in found] == ["jet", "decoded", "a"], found
+    assert [f.split()[1] for f in found] == ["tokens", "hybrid", "position", "Fourier-feature"]

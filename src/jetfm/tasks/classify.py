@@ -16,7 +16,7 @@ Input sequences (``ClassifyConfig.sequence``):
   exactly as in pre-training (tokens from the frozen tokenizer, pT order), so a frozen backbone
   sees the inputs it was trained on. Not reproduced (fine-tuning warns,
   :func:`jetfm.train.finetune.pretraining_inputs_not_reproduced`): the pre-training task's jet
-  tokens, decoded hybrid features and position embedding, which the generation recipe
+  tokens, decoded hybrid features, position and Fourier input embeddings, which the generation recipe
   (``configs/ntp_gen8192.yaml``) turns on; the default ``configs/ntp.yaml`` uses none of them.
 
 Why a causal (NTP) backbone stays causal by default: the hidden state at position ``i`` then means

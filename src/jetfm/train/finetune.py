@@ -435,7 +435,8 @@ def load_pretrained(path: str | Path) -> PretrainedParts:
 def pretraining_inputs_not_reproduced(backbone_dir: Path) -> list[str]:
     """Input options of a next-token pre-training (its ``task/config.yaml`` beside the backbone)
     that the classifier's ``[START, t_1 .. t_n]`` sequence does not reproduce: jet tokens before
-    the particles, decoded instead of exact hybrid features, the task's position embedding."""
+    the particles, decoded instead of exact hybrid features, the task's position embedding and
+    Fourier-feature input embedding."""
     path = backbone_dir.parent / "task" / "config.yaml"
     if not path.is_file():
         return []
@@ -450,6 +451,8 @@ def pretraining_inputs_not_reproduced(backbone_dir: Path) -> list[str]:
         out.append("decoded hybrid features (hybrid_features: decoded)")
     if task.get("position_embedding"):
         out.append("a position embedding (position_embedding: true)")
+    if task.get("fourier_input"):
+        out.append("a Fourier-feature input embedding (fourier_input: true)")
     return out
 
 
