@@ -202,6 +202,19 @@ def massless_jet_kinematics(
     return {"pt": torch.hypot(px, py), "mass": m2.clamp(min=0.0).sqrt(), "energy": e}
 
 
+def _angular_features(tokenizer: TokenizerLike, field: str) -> list[int]:
+    """Indices of ``deta`` and ``dphi`` among the tokenizer's features (an option of ``field``
+    needs them)."""
+    names = list(getattr(tokenizer, "feature_names", ()))
+    if "deta" not in names or "dphi" not in names:
+        raise ConfigError(
+            "a tokenizer with deta and dphi among its features",
+            field=field,
+            found=f"tokenizer features {names}",
+        )
+    return [names.index("deta"), names.index("dphi")]
+
+
 @register_task("ntp")
 class NTPTask(Task):
     """Causal next-token prediction; see the module docstring."""
@@ -259,14 +272,8 @@ class NTPTask(Task):
         else:
             self.head = TokenHead(D, vocab, config.head_transform)
         if config.geometric_angular:
-            names = list(getattr(tokenizer, "feature_names", ()))
-            if "deta" not in names or "dphi" not in names:
-                raise ConfigError(
-                    "a tokenizer with deta and dphi among its features",
-                    field="task.geometric_angular",
-                    found=f"tokenizer features {names}",
-                )
-            other = [i for i, n in enumerate(names) if n not in ("deta", "dphi")]
+            angular = _angular_features(tokenizer, "task.geometric_angular")
+            other = [i for i in range(self.head.frequencies.shape[0]) if i not in angular]
             with torch.no_grad():  # (F, n): the first half of the frequencies, angular only
                 self.head.frequencies[other, : self.head.frequencies.shape[1] // 2] = 0.0
         self.fourier_embed: nn.Linear | None = None
@@ -277,21 +284,13 @@ class NTPTask(Task):
             nn.init.zeros_(self.fourier_embed.bias)
         self.neighbour: NeighbourPrior | None = None
         if config.neighbour_prior:
-            names = list(getattr(tokenizer, "feature_names", ()))
-            if "deta" not in names or "dphi" not in names:
-                raise ConfigError(
-                    "a tokenizer with deta and dphi among its features",
-                    field="task.neighbour_prior",
-                    found=f"tokenizer features {names}",
-                )
-            angular = [names.index("deta"), names.index("dphi")]
+            angular = _angular_features(tokenizer, "task.neighbour_prior")
             self.neighbour = NeighbourPrior(
                 D, self.code_features, angular, widths=config.neighbour_widths
             )
         # jet tokens: quantile bin edges (J, bins - 1), NaN until fitted; saved with the weights
+        # only with jet tokens, so checkpoints without them (and from before them) carry none
         self.jet_edges: Tensor
-        # saved only with jet tokens: checkpoints of models without them (and from before jet
-        # tokens existed) carry no edges
         self.register_buffer(
             "jet_edges", torch.full((J, max(n_bins - 1, 1)), float("nan")), persistent=J > 0
         )
