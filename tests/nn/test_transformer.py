@@ -100,6 +100,32 @@ def test_kv_cache_matches_full_forward(padded: bool) -> None:
     torch.testing.assert_close(out, full, atol=1e-5, rtol=1e-5)
 
 
+def test_kv_cache_across_buffer_growth_and_reorder() -> None:
+    """Steps past several growth blocks (the one-position path attends over the whole buffer,
+    unwritten positions masked), with jets dropped from the batch on the way, equal the full
+    forward of the surviving jets."""
+    torch.manual_seed(5)
+    enc = TransformerEncoder(16, 2, 4, causal=True).eval()
+    T = 2 * KVCache.GROW + 5
+    x = torch.randn(4, T, 16)
+    full = enc(x)  # (4, T, D)
+    cache = KVCache()
+    rows = torch.arange(4)
+    outs = []
+    with torch.no_grad():
+        for i in range(T):
+            if i == KVCache.GROW + 3:  # drop jets 1 and 2 mid-way, as the sampler does
+                keep = torch.tensor([0, 3])
+                cache.reorder(keep)
+                rows = rows[keep]
+                outs = [o[keep] for o in outs]
+            outs.append(enc(x[rows, i : i + 1], cache=cache))
+            k, _, written = cache.padded(0)
+            assert k.shape[2] % KVCache.GROW == 0 and written.shape == (len(rows), k.shape[2])
+            assert written[:, : i + 1].all() and not written[:, i + 1 :].any()
+    torch.testing.assert_close(torch.cat(outs, dim=1), full[rows], atol=1e-5, rtol=1e-5)
+
+
 def test_cache_requires_causal() -> None:
     enc = TransformerEncoder(16, 1, 4)
     x, mask = _batch()

@@ -12,6 +12,7 @@ Shapes: B jets, N (query) particles, M key particles, D width, H heads, d = D //
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,14 +48,21 @@ def causal_allowed(key_mask: Tensor, offset: int = 0) -> Tensor:
 class KVCache:
     """Keys/values of earlier positions, one entry per layer, for incremental (causal) decoding.
 
-    Buffers are preallocated and grown geometrically, and every step writes the new keys/values in
-    place: appending with ``torch.cat`` copied the whole prefix at every step and layer (O(T^2)
-    memory traffic), which dominated cached sampling on the CPU.
+    Buffers are preallocated and every step writes the new keys/values in place: appending with
+    ``torch.cat`` copied the whole prefix at every step and layer, which dominated cached sampling
+    on the CPU. They grow in blocks of ``GROW`` positions, and a one-position step attends over the
+    whole buffer (:meth:`padded`; unfilled positions are masked out) rather than over its filled
+    prefix: a slice ``[:, :, :length]`` of a larger buffer is a strided batch, and the CPU's batched
+    matrix product runs 2-3x slower on it than on the contiguous buffer (BENCHMARKS.md, "Generation
+    with a KV cache"). Block growth keeps the wasted positions below ``GROW`` and the copies at
+    each growth to a few percent of the attention's own reads.
 
     A step is: :meth:`extend_mask` (the mask of cached + new positions), :meth:`append` once per
     layer (the layer's keys/values of cached + new positions), then :meth:`commit`.
     ``keys[i]``/``values[i]``: buffers (B, H, capacity, d) of layer ``i``; only ``[:length]`` is valid.
     """
+
+    GROW: ClassVar[int] = 16
 
     keys: list[Tensor | None] = field(default_factory=list)
     values: list[Tensor | None] = field(default_factory=list)
@@ -68,15 +76,18 @@ class KVCache:
 
     @staticmethod
     def _fit(buf: Tensor | None, like: Tensor, needed: int, dim: int) -> Tensor:
-        """``buf`` if it holds ``needed`` positions along ``dim``, else a larger copy (capacity x2)."""
+        """``buf`` if it holds ``needed`` positions along ``dim``, else a copy in a buffer of
+        ``needed`` rounded up to a multiple of ``GROW`` (zeros / False past the old contents)."""
         if buf is not None and buf.shape[dim] >= needed:
             return buf
         old = 0 if buf is None else buf.shape[dim]
         shape = list(like.shape)
-        shape[dim] = max(needed, 2 * old, 16)
-        new = like.new_zeros(shape)
+        shape[dim] = -(-needed // KVCache.GROW) * KVCache.GROW
+        new = like.new_empty(shape)  # (the head is copied over, only the tail needs zeros)
         if buf is not None:
             new.narrow(dim, 0, old).copy_(buf)
+        # zeros, not garbage: unwritten values get weight 0 in :meth:`padded`, and 0 * NaN = NaN
+        new.narrow(dim, old, shape[dim] - old).zero_()
         return new
 
     def extend_mask(self, mask: Tensor) -> Tensor:
@@ -97,6 +108,18 @@ class KVCache:
         kb[:, :, self.length : n] = k
         vb[:, :, self.length : n] = v
         return kb[:, :, :n], vb[:, :, :n]
+
+    def padded(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Layer ``i``'s whole buffers, keys and values (B, H, C, d), and the mask (B, C) of the
+        positions written so far (this step's included), False past them; C = the capacity.
+
+        For a step's attention: scores over the unfilled positions are masked to exactly zero
+        weight, and the contiguous buffers multiply faster than their filled prefix would.
+        """
+        kb, vb = self.keys[i], self.values[i]
+        if kb is None or vb is None or self.mask_buffer is None:
+            raise ValueError(f"layer {i} of the KV cache holds nothing yet")
+        return kb, vb, self.mask_buffer[:, : kb.shape[2]]
 
     def commit(self, n_new: int) -> None:
         """The step's positions are now part of the cache."""
@@ -163,10 +186,12 @@ class MultiHeadAttention(nn.Module):
         if cache is not None and N == 1:
             # one new position per step (incremental decoding): it may see every real cached key and
             # itself, so causality is just the padding mask; plain matmuls beat the SDPA kernel's
-            # per-call overhead at this size (B, H, 1, M)
-            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, H, 1, M)
+            # per-call overhead at this size. Over the whole contiguous buffer (C >= M positions,
+            # the unwritten ones masked): see KVCache
+            k, v, key_mask = cache.padded(layer_index)  # (B, H, C, d), (B, H, C, d), (B, C)
+            scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, H, 1, C)
             scores = scores.masked_fill(~key_padding_allowed(key_mask), float("-inf"))
-            out = scores.softmax(dim=-1) @ v  # (B, H, 1, d)
+            out = scores.softmax(dim=-1) @ v  # (B, H, 1, d): unwritten positions weigh 0
             return self.out(out.transpose(1, 2).reshape(B, N, D))
         if causal:
             allowed = causal_allowed(key_mask, offset=offset)  # (B, 1, N, M)
