@@ -113,6 +113,26 @@ def test_filter_logits_hand_computed() -> None:
     assert torch.equal(filter_logits(logits), logits)
 
 
+def test_nucleus_matches_a_per_row_reference_and_keeps_ties() -> None:
+    """The value-threshold nucleus equals the definition worked row by row in float64 (random
+    logits, so no ties), and keeps every token tied with its least probable member."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 300, generator=g) * 2.0
+    logits[0, :250] = -float("inf")  # a row with a small support
+    for top_p in (0.05, 0.5, 0.9, 0.999):
+        got = torch.isfinite(filter_logits(logits, top_p=top_p))
+        for row, keep in zip(logits.double(), got, strict=True):
+            probs = row.softmax(dim=-1)
+            order = probs.argsort(descending=True)
+            before = probs[order].cumsum(dim=0) - probs[order]
+            n = max(1, int((before < top_p).sum()))
+            expected = torch.zeros_like(keep)
+            expected[order[:n]] = True
+            assert torch.equal(keep, expected), top_p
+    tied = torch.tensor([[0.4, 0.2, 0.2, 0.2]]).log()  # the nucleus at 0.5 ends inside the tie
+    assert torch.isfinite(filter_logits(tied, top_p=0.5)).all()
+
+
 def test_choose_tokens_restricts_support_and_matches_probabilities() -> None:
     """Inverse-CDF draws follow the filtered, renormalised distribution and never leave its support."""
     p = torch.tensor([0.4, 0.05, 0.25, 0.2, 0.1])
@@ -193,7 +213,7 @@ def test_bfloat16_head(kmeans_tokenizer, model) -> None:
         low = projection_in_dtype(task.head, torch.bfloat16)(hid)
     assert low.dtype == torch.float32 and full.shape == low.shape
     # inputs and weight rounded to 8 significant bits: |error| <~ 2^-8 x sum_d |h_d w_kd|
-    scale = (hid.abs() @ task.head.proj.weight.abs().T).max()
+    scale = (hid.abs() @ task.head.proj.weight.detach().abs().T).max()
     assert float((low - full).abs().max()) < 2**-7 * float(scale)
     assert not torch.equal(low, full)
     a = _draw(task, use_cache=True, head_dtype="bfloat16")

@@ -131,7 +131,13 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     """Set logits (b, V) outside the top-k and outside the top-p nucleus to -inf.
 
     The nucleus is the smallest set of most probable tokens whose probability reaches ``top_p``
-    (the most probable token is always kept). Ties at the k-th value are all kept.
+    (the most probable token is always kept). Ties at the k-th value, and at the nucleus's least
+    probable value, are all kept: both filters are thresholds on the value, so the result does
+    not depend on how a sort orders equal values.
+
+    The nucleus needs the probabilities in descending order, not which token holds which: on the
+    CPU they are sorted by NumPy (values only), 15-20x faster than ``torch.sort`` over an
+    8194-token vocabulary, whose sort with indices cost ~6x a whole cached decoding step.
     """
     neg = -float("inf")
     V = logits.shape[-1]
@@ -139,13 +145,15 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (b, 1)
         logits = logits.masked_fill(logits < kth, neg)
     if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (b, V)
-        probs = sorted_logits.softmax(dim=-1)
-        before = probs.cumsum(dim=-1) - probs  # probability mass of strictly more probable tokens
-        drop_sorted = before >= top_p
-        drop_sorted[:, 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, neg)
+        probs = logits.float().softmax(dim=-1)  # (b, V)
+        if probs.device.type == "cpu":
+            desc = torch.from_numpy(-np.sort(-probs.numpy(), axis=-1))  # (b, V)
+        else:
+            desc = probs.sort(dim=-1, descending=True).values
+        before = desc.cumsum(dim=-1) - desc  # mass of the more probable tokens, in sorted order
+        n_keep = (before < top_p).sum(dim=-1).clamp(min=1)  # (b,): a prefix, as before grows
+        least = desc.gather(1, (n_keep - 1)[:, None])  # (b, 1) the nucleus's smallest probability
+        logits = logits.masked_fill(probs < least, neg)
     return logits
 
 
