@@ -56,7 +56,7 @@ def teacher_forced(run: Path, reference: str, n_jets: int, max_length: int) -> N
         hid = task.backbone.encode(h, seq["input_mask"])  # (B, L, D)
         prior = None  # the neighbour prior's log-prior over the codes (B, L - J, K), if any
         if task.neighbour is not None:
-            prior = task.neighbour_log_prior(hid, seq["inputs"])
+            prior = task.neighbour_log_prior(hid[:, J:], seq["inputs"])  # particle positions
     ids = seq["inputs"][:, J + 1 :].numpy()  # (B, N) particle tokens (STOP/pad beyond)
     real = seq["input_mask"][:, J + 1 :].numpy() & (ids < K)
     first = ids[:, 0]
