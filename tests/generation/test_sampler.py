@@ -131,6 +131,13 @@ def test_nucleus_matches_a_per_row_reference_and_keeps_ties() -> None:
             assert torch.equal(keep, expected), top_p
     tied = torch.tensor([[0.4, 0.2, 0.2, 0.2]]).log()  # the nucleus at 0.5 ends inside the tie
     assert torch.isfinite(filter_logits(tied, top_p=0.5)).all()
+    # outside the sampler's inference mode too (logits that require grad, an empty batch)
+    with_grad = logits.clone().requires_grad_()
+    assert torch.equal(
+        torch.isfinite(filter_logits(with_grad, top_p=0.5)),
+        torch.isfinite(filter_logits(logits, top_p=0.5)),
+    )
+    assert filter_logits(logits[:0], top_p=0.5).shape == (0, 300)
 
 
 def test_choose_tokens_restricts_support_and_matches_probabilities() -> None:

@@ -147,7 +147,7 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     if top_p < 1.0:
         probs = logits.float().softmax(dim=-1)  # (b, V)
         if probs.device.type == "cpu":
-            desc = torch.from_numpy(-np.sort(-probs.numpy(), axis=-1))  # (b, V)
+            desc = torch.from_numpy(-np.sort(-probs.detach().numpy(), axis=-1))  # (b, V)
         else:
             desc = probs.sort(dim=-1, descending=True).values
         before = desc.cumsum(dim=-1) - desc  # mass of the more probable tokens, in sorted order
