@@ -20,8 +20,8 @@ half the jets is printed for scale: one half of the tokenized jets against the o
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,27 +37,6 @@ from jetfm.evaluate.generative import jet_sample_from_batch, kl_quantile
 from jetfm.models.sampler import SamplingConfig, generate_tokens, seeded_generator
 
 OBSERVABLES = ("tau32", "tau21", "mass")
-
-
-def forcing_bias(task: object, forced: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    """The sampler's ``logit_bias``: take ``forced[:, T]`` (B, J + k) at steps T < J + k, then
-    whatever the model itself adds (jet-token vocabulary mask, neighbour prior)."""
-    J = task.n_jet_tokens  # type: ignore[attr-defined]
-    n_forced = forced.shape[1]
-
-    def bias(hid: Tensor, prefix: Tensor) -> Tensor:  # hid (b, D), prefix (b, T)
-        T = prefix.shape[1]
-        if T < n_forced:
-            # no jet stops during the forced steps (every jet has >= k particles), so b == B
-            out = hid.new_full((hid.shape[0], task.vocab_size), float("-inf"))  # type: ignore[attr-defined]
-            return out.scatter(1, forced[:, T : T + 1], 0.0)
-        if J:
-            return task._jet_token_step_bias(hid, prefix)  # type: ignore[attr-defined]
-        if task.neighbour is not None:  # type: ignore[attr-defined]
-            return task.neighbour_step_bias(hid, prefix)  # type: ignore[attr-defined]
-        return hid.new_zeros(hid.shape[0], task.vocab_size)  # type: ignore[attr-defined]
-
-    return bias
 
 
 def observables(ids: Tensor, mask: Tensor, tokenizer: object) -> dict[str, np.ndarray]:
@@ -135,7 +114,9 @@ def main() -> None:
                 config=sampling,
                 labels=batch["label"][sel],
                 generator=seeded_generator(args.seed, k),
-                logit_bias=forcing_bias(task, forced),
+                # forces forced[:, T] at steps T < J + k (no jet stops then: each has >= k
+                # particles), then the model's own bias (vocabulary mask, neighbour prior)
+                logit_bias=functools.partial(task._jet_token_step_bias, forced=forced),
             )
         done = observables(out.ids[:, J:], out.mask[:, J:], tok)
         for c in classes:
