@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from jetfm.core.errors import ConfigError, InputError
+from jetfm.data.features import Preprocessing, compute_features
 from jetfm.evaluate.generation import sample_ntp_tokens
+from jetfm.evaluate.generative import jagged_to_padded
 from jetfm.models.sampler import (
     SamplingConfig,
     choose_tokens,
     filter_logits,
     seeded_generator,
 )
+from tests.conftest import make_toy_jets
 
 from .conftest import CODEBOOK, make_task
 
@@ -256,17 +260,10 @@ def test_sampling_path_matches_training_forward(kmeans_tokenizer, model) -> None
     """The hidden state the sampler computes for a prefix (embed_tokens + encode of the prefix
     alone) equals the training forward's at that position: sampling draws from the distribution
     the loss trained, for every input option."""
-    import numpy as np
-
-    from jetfm.data.features import Preprocessing, compute_features
-    from tests.conftest import make_toy_jets
-
     task = make_task(kmeans_tokenizer, **model)
     jets = make_toy_jets(8, seed=11)
     pre = Preprocessing.from_dict(kmeans_tokenizer.preprocessing)
     feats = pre.transform(compute_features(jets, pre.feature_names).astype(np.float64))
-    from jetfm.evaluate.generative import jagged_to_padded
-
     x, m = jagged_to_padded(feats, jets.offsets, 12)
     x, m = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(m)
     labels = torch.arange(8) % 2
