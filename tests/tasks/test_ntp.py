@@ -12,6 +12,7 @@ from jetfm.core.errors import ConfigError, InputError
 from jetfm.models import BackboneConfig
 from jetfm.models.sampler import SamplingConfig
 from jetfm.tasks import IGNORE_ID, NTPConfig, NTPTask, build_task
+from jetfm.tasks.ntp import subjet_order
 
 from .fakes import GridTokenizer, synthetic_batch
 
@@ -268,6 +269,9 @@ def test_config_errors(tokenizer: GridTokenizer) -> None:
         )
     with pytest.raises(ConfigError, match=r"task\.tokenizer"):
         build_task({"name": "ntp", "tokenizer": "/nonexistent/tok"})
+    for p in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="scheduled_sampling"):
+            NTPConfig(backbone=TINY, scheduled_sampling=p)
 
 
 def test_neighbour_prior_hand_computed() -> None:
@@ -528,3 +532,115 @@ def test_jet_tokens_save_load_identity(tmp_path, jet_tokenizer: GridTokenizer) -
     torch.testing.assert_close(again.jet_edges, task.jet_edges)
     b = synthetic_batch(B=4, N=6)
     torch.testing.assert_close(task.loss(b)["loss"], again.loss(b)["loss"])
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"jet_tokens": ["n_particles"], "neighbour_prior": True, "neighbour_parents": 4}]
+)
+def test_scheduled_sampling_replaces_particle_inputs_only(
+    tokenizer: GridTokenizer, extra: dict
+) -> None:
+    """Parallel scheduled sampling swaps particle inputs (never START, jet tokens, STOP or
+    padding) for codes drawn at the position that predicts them; targets stay the real ones."""
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, depth=2, heads=4, causal=True, input="hybrid", n_features=3)
+    cfg = NTPConfig(backbone=bb, hybrid_features="exact", scheduled_sampling=0.5, **extra)
+    task = NTPTask(cfg, tokenizer=tokenizer)
+    if task.n_jet_tokens:
+        _fit(task)
+    J, K = task.n_jet_tokens, tokenizer.codebook_size
+    b = synthetic_batch(B=16, N=12)
+    seq = task.build_sequences(b["x"], b["mask"])
+    new = task.scheduled_inputs(seq, None, 0.5, generator=torch.Generator().manual_seed(1))
+    swapped = new["swapped"]
+    particle = torch.zeros_like(swapped)
+    particle[:, J + 1 :] = seq["inputs"][:, J + 1 :] < K
+    assert swapped.any() and not swapped[~particle].any()
+    assert torch.equal(new["inputs"][~swapped], seq["inputs"][~swapped])
+    assert (new["inputs"][swapped] < K).all()
+    for key in ("targets", "input_mask"):
+        assert torch.equal(new[key], seq[key])
+    # a replaced particle reads its code's decoded features (all a sampled jet has), the others
+    # keep their exact ones
+    torch.testing.assert_close(new["x_in"][swapped], task.token_features(new["inputs"])[swapped])
+    assert torch.equal(new["x_in"][~swapped], seq["x_in"][~swapped])
+
+    # alignment: the draw of the position predicting particle i + 1 replaces particle i + 1.
+    # Logits that put all mass on code (i + 3) % K at position i make every draw known.
+    def peaked(hid: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        B, T = hid.shape[:2]
+        logits = torch.full((B, T, task.vocab_size), -1e4)
+        logits[:, torch.arange(T), (torch.arange(T) + 3) % K] = 0.0
+        return logits
+
+    task._particle_logits = peaked  # type: ignore[method-assign]
+    new = task.scheduled_inputs(seq, None, 0.5, generator=torch.Generator().manual_seed(2))
+    rows, cols = new["swapped"].nonzero(as_tuple=True)
+    assert torch.equal(new["inputs"][rows, cols], (cols - J - 1 + 3) % K)
+    # every draw is a code here, so each real particle is swapped with probability p = 0.5
+    n = int(particle.sum())
+    assert n > 100 and abs(len(rows) / n - 0.5) < 0.15
+
+
+def test_scheduled_sampling_trains_and_validates_teacher_forced(tokenizer: GridTokenizer) -> None:
+    """The swaps happen in training mode only: in eval mode the loss is the teacher-forced one of
+    the same weights without scheduled sampling."""
+    torch.manual_seed(0)
+    bb = BackboneConfig(dim=32, depth=2, heads=4, causal=True, input="hybrid", n_features=3)
+    cfg = NTPConfig(backbone=bb, hybrid_features="decoded", neighbour_prior=True)
+    plain = NTPTask(cfg, tokenizer=tokenizer)
+    ss = NTPTask(dataclasses.replace(cfg, scheduled_sampling=0.5), tokenizer=tokenizer)
+    ss.load_state_dict(plain.state_dict())
+    b = synthetic_batch(B=8, N=10)
+    plain.eval(), ss.eval()
+    assert torch.equal(ss.loss(b)["loss"], plain.loss(b)["loss"])
+    ss.train()
+    out = ss.loss(b)
+    assert torch.isfinite(out["loss"]) and not torch.equal(out["loss"], plain.loss(b)["loss"])
+    assert 0.2 < float(out["swapped"]) < 0.55  # p = 0.5, less the drawn STOPs
+    out["loss"].backward()
+    grads = [p.grad for p in ss.backbone.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_subjet_order_hand_computed() -> None:
+    """Seeded cones of R = 0.2, hardest particle first; each subjet's particles stay in pT order."""
+    nan = float("nan")
+    # jet 0: seeds 0 (0, 0), 1 (0.5, 0), 4 (1, 1); 2 joins 0, 3 joins 1; one padding slot
+    # jet 1: seeds 0 (0, 0) and 1 (0.3, 0); 2 at (0.19, 0) is within R of both and joins the
+    # nearer, 1 (0.11 away); 3 at (0.05, 0.05) joins 0
+    deta = torch.tensor([[0.0, 0.5, 0.05, 0.52, 1.0, nan], [0.0, 0.3, 0.19, 0.05, nan, nan]])
+    dphi = torch.tensor([[0.0, 0.0, 0.0, 0.01, 1.0, nan], [0.0, 0.0, 0.0, 0.05, nan, nan]])
+    mask = torch.tensor([[True] * 5 + [False], [True] * 4 + [False] * 2])
+    perm = subjet_order(deta, dphi, mask, radius=0.2)
+    assert perm[0].tolist() == [0, 2, 1, 3, 4, 5]
+    assert perm[1].tolist() == [0, 3, 1, 2, 4, 5]
+    # a larger radius merges everything into the leading subjet: pT order again
+    assert subjet_order(deta, dphi, mask, radius=5.0)[0].tolist() == list(range(6))
+
+
+def test_subjet_order_sequences(jet_tokenizer: GridTokenizer) -> None:
+    """order: subjets writes the same tokens as order: pt, regrouped subjet by subjet."""
+    # standardised (deta, dphi); x 0.2 gives the physical angles: particles 0 and 2 are 0.02
+    # apart, 1 and 3 too, the pairs ~0.85 apart. Grid ids: 0, 15, 0 and 15; then a padding slot
+    x = torch.zeros(1, 5, 3)
+    x[0, :4, :2] = torch.tensor([[-1.5, -1.5], [1.5, 1.5], [-1.4, -1.5], [1.5, 1.4]])
+    mask = torch.tensor([[True] * 4 + [False]])
+    K = jet_tokenizer.codebook_size
+    seqs = {}
+    for order in ("pt", "subjets"):
+        task = NTPTask(NTPConfig(backbone=TINY, order=order), tokenizer=jet_tokenizer)
+        seqs[order] = task.build_sequences(x, mask)
+    assert seqs["pt"]["inputs"][0].tolist() == [K, 0, 15, 0, 15, K + 1]
+    assert seqs["subjets"]["inputs"][0].tolist() == [K, 0, 0, 15, 15, K + 1]
+    assert seqs["subjets"]["targets"][0].tolist() == [0, 0, 15, 15, K + 1, IGNORE_ID]
+    assert torch.equal(seqs["pt"]["input_mask"], seqs["subjets"]["input_mask"])
+    # the model trains on them
+    torch.manual_seed(0)
+    assert torch.isfinite(task.loss(synthetic_batch(B=8, N=10))["loss"])
+    with pytest.raises(ConfigError, match=r"task\.order"):
+        NTPTask(NTPConfig(backbone=TINY, order="subjets"), tokenizer=GridTokenizer())
+    with pytest.raises(ConfigError, match="order"):
+        NTPConfig(backbone=TINY, order="eta")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="subjet_radius"):
+        NTPConfig(backbone=TINY, subjet_radius=0.0)

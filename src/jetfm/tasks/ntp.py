@@ -1,9 +1,9 @@
 """Next-token prediction over pT-ordered particle tokens (OmniJet-alpha, arXiv 2403.05618).
 
 Each jet becomes the sequence ``[START, t_1, ..., t_n, STOP]`` of its particles' token ids in
-descending pT (the loader's order). A causal backbone reads ``[START, t_1, ..., t_n]`` and predicts
-``[t_1, ..., t_n, STOP]``; the loss is cross-entropy over real positions only (padding never enters
-the head). Ids, with K = the tokenizer's codebook size:
+descending pT (the loader's order; ``order: subjets`` below is the alternative). A causal backbone
+reads ``[START, t_1, ..., t_n]`` and predicts ``[t_1, ..., t_n, STOP]``; the loss is cross-entropy
+over real positions only (padding never enters the head). Ids, with K = the tokenizer's codebook size:
 
 * ``0 .. K-1`` particle tokens, ``START_ID = K``, ``STOP_ID = K + 1`` (vocabulary ``K + 2``);
 * targets at padded positions are ``IGNORE_ID = -100``, the value cross-entropy skips.
@@ -30,6 +30,11 @@ That is how :mod:`jetfm.evaluate.generation` builds a generated jet, so a jet sa
 jet fields would not do: they sum every constituent, with hadron masses, and sit ~7% (top mass)
 above the jet the model can write.
 
+With ``order: subjets`` the particles are written subjet by subjet instead (:func:`subjet_order`):
+the hardest particle's subjet first, its particles in descending pT, then the next subjet. A jet is
+a set, so this changes only the factorisation the model learns: a soft particle then follows the
+hard core it belongs to, where in pT order it comes after every prong's core.
+
 Shapes: B jets, N particles, J jet tokens, L = J + N + 1 sequence positions, D width,
 V = K + 2 + J * bins vocabulary.
 """
@@ -51,7 +56,7 @@ from torch import Tensor, nn
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone, BackboneConfig
 from jetfm.models.heads import GeometricTokenHead, NeighbourPrior, TokenHead
-from jetfm.models.sampler import SampledTokens, SamplingConfig, generate_tokens
+from jetfm.models.sampler import SampledTokens, SamplingConfig, choose_tokens, generate_tokens
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 
 IGNORE_ID = -100
@@ -114,6 +119,20 @@ class NTPConfig:
     #: ``JET_TOKEN_FIELDS``; each is binned in ``jet_token_bins`` quantile bins of the training jets
     jet_tokens: list[str] = field(default_factory=list)
     jet_token_bins: int = 32
+    #: the order particles are written in: ``pt`` (descending pT, OmniJet-alpha's) or
+    #: ``subjets``: subjet by subjet (:func:`subjet_order`, seeded cones of ``subjet_radius`` in
+    #: (deta, dphi)), each subjet's particles in descending pT. With ``subjets`` a jet's soft
+    #: particles follow the hard particle they sit next to, instead of coming after every prong's
+    #: hard core; needs deta and dphi among the tokenizer's features and its preprocessing
+    order: Literal["pt", "subjets"] = "pt"
+    subjet_radius: float = 0.2
+    #: parallel scheduled sampling (Duckworth et al., arXiv 1906.04331), a remedy for exposure
+    #: bias: in training, each particle input is replaced with this probability by a token drawn
+    #: from the model's own prediction for that position (one extra forward pass without
+    #: gradients); the targets stay the real particles. Teacher forcing alone only ever shows the
+    #: model real prefixes, while a sampled jet is built on its own, slightly wrong, particles.
+    #: Validation stays teacher-forced. 0 = off
+    scheduled_sampling: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.backbone.causal:
@@ -155,6 +174,18 @@ class NTPConfig:
                 field="task.jet_tokens",
                 found=self.jet_tokens,
             )
+        if self.order not in ("pt", "subjets"):
+            raise ConfigError("'pt' or 'subjets'", field="task.order", found=repr(self.order))
+        if self.subjet_radius <= 0:
+            raise ConfigError(
+                "a positive radius", field="task.subjet_radius", found=self.subjet_radius
+            )
+        if not 0.0 <= self.scheduled_sampling < 1.0:
+            raise ConfigError(
+                "a probability in [0, 1)",
+                field="task.scheduled_sampling",
+                found=self.scheduled_sampling,
+            )
         if self.jet_token_bins < 2:
             raise ConfigError(
                 "an integer >= 2", field="task.jet_token_bins", found=self.jet_token_bins
@@ -184,6 +215,33 @@ def front_pack(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     order = (~mask).to(torch.int8).argsort(dim=1, stable=True)  # (B, N)
     x = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
     return x, mask.gather(1, order)
+
+
+def subjet_order(deta: Tensor, dphi: Tensor, mask: Tensor, radius: float) -> Tensor:
+    """The permutation (B, N) that lists each jet's particles subjet by subjet.
+
+    ``deta``, ``dphi`` (B, N) are the particles' angles to the jet axis, front-packed in
+    descending pT (the loader's order), ``mask`` (B, N) True = real. Each particle, hardest
+    first, joins the nearest earlier seed within ``radius`` in (deta, dphi), or else becomes a
+    seed itself: a seeded cone, anti-kT-like in that hard particles collect the soft ones around
+    them. Subjets are listed in their seeds' order (descending seed pT), the particles of a subjet
+    in descending pT, padding last. ``x.gather(1, perm)`` reorders a batch.
+    """
+    B, N = mask.shape
+    pos = torch.arange(N, device=mask.device)
+    group = pos.expand(B, N).clone()  # (B, N): index of each particle's seed
+    seed = torch.zeros(B, N, dtype=torch.bool, device=mask.device)
+    seed[:, 0] = mask[:, 0]  # the hardest particle seeds the first subjet
+    r2 = radius * radius
+    for i in range(1, N):
+        d2 = (deta[:, :i] - deta[:, i : i + 1]) ** 2 + (dphi[:, :i] - dphi[:, i : i + 1]) ** 2
+        d2 = d2.masked_fill(~seed[:, :i], float("inf"))  # (B, i): to the seeds so far
+        best, nearest = d2.min(dim=1)  # (B,)
+        join = best < r2
+        group[:, i] = torch.where(join, nearest, i)
+        seed[:, i] = ~join & mask[:, i]
+    key = (group * N + pos).masked_fill(~mask, N * N)  # (B, N): seed rank, then pT rank
+    return key.argsort(dim=1, stable=True)
 
 
 def massless_jet_kinematics(
@@ -246,6 +304,16 @@ class NTPTask(Task):
         self.stop_id = K + 1
         self.vocab_size = vocab
         self.n_jet_tokens = J
+        if config.order == "subjets":
+            names = list(tokenizer.feature_names)
+            pre = getattr(tokenizer, "preprocessing", None)
+            if not {"deta", "dphi", "log_pt"} <= set(names) or pre is None:
+                raise ConfigError(
+                    "a tokenizer with features deta, dphi, log_pt and its preprocessing for"
+                    " order: subjets",
+                    field="task.order",
+                    found=f"features {names}",
+                )
         if any(name != "n_particles" for name in config.jet_tokens):
             _ = self._kinematic_stats  # fail now, not at the first batch
         D = config.backbone.dim
@@ -414,6 +482,12 @@ class NTPTask(Task):
         particle tokens decode to (:meth:`jet_observables`).
         """
         x, mask = front_pack(x, mask)
+        if self.config.order == "subjets":
+            idx, mean, std = self._kinematic_stats
+            ang = x[..., idx[1:]].double() * std[1:].to(x.device) + mean[1:].to(x.device)
+            perm = subjet_order(ang[..., 0], ang[..., 1], mask, self.config.subjet_radius)
+            x = x.gather(1, perm[..., None].expand(-1, -1, x.shape[-1]))  # (B, N, F)
+            mask = mask.gather(1, perm)  # still front-packed: padding sorts last
         B, J = mask.shape[0], self.n_jet_tokens
         dev = mask.device
         with torch.no_grad():
@@ -502,6 +576,10 @@ class NTPTask(Task):
         check_batch(batch, n_feat)
         J = self.n_jet_tokens
         seq = self.build_sequences(batch["x"], batch["mask"])
+        swapped = None
+        if self.training and c.scheduled_sampling > 0:
+            seq = self.scheduled_inputs(seq, batch.get("label"), c.scheduled_sampling)
+            swapped = seq["swapped"]
         h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), 0)
         hid = self.backbone.encode(h, seq["input_mask"])  # (B, L, D)
         out: dict[str, Tensor] = {}
@@ -524,10 +602,7 @@ class NTPTask(Task):
             # every position (padding has IGNORE_ID targets): selecting the real rows of the
             # (B, L, V) logits would cost a copy forward and a scatter backward
             V = self.vocab_size
-            log_prior = self.neighbour_log_prior(hid, seq["inputs"])  # (B, L - J, K)
-            full = self.head(hid).float() + F.pad(log_prior, (0, V - self.codebook_size))
-            if J:
-                full = full + self.vocab_mask[J]
+            full = self._particle_logits(hid, seq["inputs"])  # (B, L - J, V)
             loss = F.cross_entropy(
                 full.view(-1, V), targets_all.reshape(-1), ignore_index=IGNORE_ID
             )
@@ -544,7 +619,59 @@ class NTPTask(Task):
             out["accuracy"] = (pred == targets).float().mean()
             out["stop_accuracy"] = (pred[is_stop] == self.stop_id).float().mean()
             out["perplexity"] = loss.detach().exp()
+            if swapped is not None:  # share of the particle inputs that were model draws
+                out["swapped"] = swapped.sum() / batch["mask"].sum().clamp(min=1)
         return out
+
+    def _particle_logits(self, hid: Tensor, inputs: Tensor) -> Tensor:
+        """Logits (B, L - J, V) of every particle position of full sequences: hidden states
+        (B, L - J, D) (the last jet token's onwards) and input ids (B, L) -> head + neighbour prior
+        (+ the vocabulary mask with jet tokens, as in sampling)."""
+        logits = self.head(hid).float()  # (B, L - J, V)
+        if self.neighbour is not None:
+            log_prior = self.neighbour_log_prior(hid, inputs)  # (B, L - J, K)
+            logits = logits + F.pad(log_prior, (0, self.vocab_size - self.codebook_size))
+        if self.n_jet_tokens:
+            logits = logits + self.vocab_mask[self.n_jet_tokens]
+        return logits
+
+    @torch.no_grad()
+    def scheduled_inputs(
+        self,
+        seq: Mapping[str, Tensor],
+        labels: Tensor | None,
+        p: float,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Parallel scheduled sampling (see ``NTPConfig.scheduled_sampling``): ``seq`` from
+        :meth:`build_sequences` with each particle input replaced, with probability ``p``, by a
+        token drawn from the model's teacher-forced prediction for that position; ``swapped``
+        (B, L) marks the replaced inputs.
+
+        Only particle codes are replaced, and only by particle codes (a drawn STOP keeps the real
+        token), so lengths, padding and targets stay as they were; a replaced token's features
+        are its decoded ones, as in sampling. Jet tokens and START are never replaced.
+        """
+        J, K = self.n_jet_tokens, self.codebook_size
+        inputs = seq["inputs"]  # (B, L)
+        h = self._embed(inputs, seq.get("x_in"), labels, 0)
+        hid = self.backbone.encode(h, seq["input_mask"])[:, J:]  # (B, L - J, D)
+        # position i predicts particle i + 1, which is fed back at input J + 1 + i; the last
+        # position predicts STOP or nothing
+        target = seq["targets"][:, J:-1]  # (B, N)
+        coin = torch.rand(target.shape, generator=generator, device=inputs.device)
+        chosen = (target >= 0) & (target < K) & (coin < p)  # (B, N)
+        logits = self._particle_logits(hid, inputs)[:, :-1][chosen]  # (M, V)
+        u = torch.rand(logits.shape[0], generator=generator, device=inputs.device)  # (M,)
+        drawn = torch.zeros_like(target)  # (B, N)
+        drawn[chosen] = choose_tokens(logits, u, SamplingConfig())  # the sampler's own draw
+        swap = F.pad(chosen & (drawn < K), (J + 1, 0))  # (B, L); a drawn STOP keeps the real one
+        new = dict(seq, swapped=swap)
+        new["inputs"] = torch.where(swap, F.pad(drawn, (J + 1, 0)), inputs)
+        if "x_in" in seq:
+            feats = self.token_features(new["inputs"])  # (B, L, F)
+            new["x_in"] = torch.where(swap[..., None], feats, seq["x_in"])
+        return new
 
     def neighbour_log_prior(self, hid: Tensor, inputs: Tensor) -> Tensor:
         """The neighbour prior of every position of full sequences (training): hidden states
