@@ -37,3 +37,18 @@ def test_ntp_recipes_parse(name: str) -> None:
     task = build_task(cfg, tokenizer=GridTokenizer())
     assert task.config.backbone.vocab_size == 16 + 2
     assert torch.isfinite(task.loss(synthetic_batch(B=4, N=6))["loss"])
+
+
+def test_subjet_generation_recipe_parses() -> None:
+    """configs/ntp_gen8192_subjets.yaml: jet tokens and subjet order need the tokenizer's
+    standardisation (the grid tokenizer's stand-in here)."""
+    from .test_ntp import GRID_PRE
+
+    name = "ntp_gen8192_subjets.yaml"
+    run = from_dict(PretrainConfig, load_yaml(CONFIGS / name), file=name)
+    kind, cfg = parse_task_config(run.task, file=name)
+    assert kind == "ntp" and isinstance(cfg, NTPConfig) and cfg.order == "subjets"
+    task = build_task(cfg, tokenizer=GridTokenizer(preprocessing=GRID_PRE))
+    assert task.config.backbone.vocab_size == 16 + 2 + 3 * 32
+    task.fit_jet_statistics([synthetic_batch(seed=s) for s in range(4)])
+    assert torch.isfinite(task.loss(synthetic_batch(B=4, N=6))["loss"])
