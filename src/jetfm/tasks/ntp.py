@@ -484,7 +484,9 @@ class NTPTask(Task):
         x, mask = front_pack(x, mask)
         if self.config.order == "subjets":
             idx, mean, std = self._kinematic_stats
-            ang = x[..., idx[1:]].double() * std[1:].to(x.device) + mean[1:].to(x.device)
+            # physical (deta, dphi) (B, N, 2); float32, which every device has (MPS lacks float64)
+            std2, mean2 = (t[1:].to(x.device, torch.float32) for t in (std, mean))
+            ang = x[..., idx[1:]].float() * std2 + mean2
             perm = subjet_order(ang[..., 0], ang[..., 1], mask, self.config.subjet_radius)
             x = x.gather(1, perm[..., None].expand(-1, -1, x.shape[-1]))  # (B, N, F)
             mask = mask.gather(1, perm)  # still front-packed: padding sorts last
