@@ -304,18 +304,13 @@ class NTPTask(Task):
         self.stop_id = K + 1
         self.vocab_size = vocab
         self.n_jet_tokens = J
+        # both need physical angles (and pT) of the particles: fail now, not at the first batch
         if config.order == "subjets":
-            names = list(tokenizer.feature_names)
-            pre = getattr(tokenizer, "preprocessing", None)
-            if not {"deta", "dphi", "log_pt"} <= set(names) or pre is None:
-                raise ConfigError(
-                    "a tokenizer with features deta, dphi, log_pt and its preprocessing for"
-                    " order: subjets",
-                    field="task.order",
-                    found=f"features {names}",
-                )
+            self._require_kinematics("task.order", "order: subjets")
         if any(name != "n_particles" for name in config.jet_tokens):
-            _ = self._kinematic_stats  # fail now, not at the first batch
+            self._require_kinematics(
+                "task.jet_tokens", "jet tokens pT/mass/energy (use n_particles alone otherwise)"
+            )
         D = config.backbone.dim
         self.backbone = Backbone(config.backbone)
         self.class_embed = nn.Embedding(config.n_classes, D) if config.n_classes > 0 else None
@@ -424,19 +419,25 @@ class NTPTask(Task):
         out.update(four)
         return out
 
-    @functools.cached_property
-    def _kinematic_stats(self) -> tuple[list[int], Tensor, Tensor]:
-        """Indices of log_pt, deta, dphi among the tokenizer's features and their mean/std."""
+    def _require_kinematics(self, field: str, use: str) -> None:
+        """Raise unless the tokenizer has log_pt, deta, dphi and the standardisation to undo."""
         names = list(self.tokenizer.feature_names)
         pre = getattr(self.tokenizer, "preprocessing", None)
         missing = [f for f in _KINEMATIC_FEATURES if f not in names]
         if missing or pre is None:
             raise ConfigError(
                 f"a tokenizer with features {list(_KINEMATIC_FEATURES)} and its preprocessing for"
-                " jet tokens pT/mass/energy (use n_particles alone otherwise)",
-                field="task.jet_tokens",
+                f" {use}",
+                field=field,
                 found=f"features {names}, preprocessing {'missing' if pre is None else 'present'}",
             )
+
+    @functools.cached_property
+    def _kinematic_stats(self) -> tuple[list[int], Tensor, Tensor]:
+        """Indices of log_pt, deta, dphi among the tokenizer's features and their mean/std
+        (checked in ``__init__`` by :meth:`_require_kinematics` for every option that needs them)."""
+        names = list(self.tokenizer.feature_names)
+        pre = self.tokenizer.preprocessing  # type: ignore[attr-defined]
         idx = [names.index(f) for f in _KINEMATIC_FEATURES]
         pre_names = list(pre["feature_names"])
         cols = [pre_names.index(f) for f in _KINEMATIC_FEATURES]
@@ -578,10 +579,8 @@ class NTPTask(Task):
         check_batch(batch, n_feat)
         J = self.n_jet_tokens
         seq = self.build_sequences(batch["x"], batch["mask"])
-        swapped = None
         if self.training and c.scheduled_sampling > 0:
             seq = self.scheduled_inputs(seq, batch.get("label"), c.scheduled_sampling)
-            swapped = seq["swapped"]
         h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), 0)
         hid = self.backbone.encode(h, seq["input_mask"])  # (B, L, D)
         out: dict[str, Tensor] = {}
@@ -621,8 +620,8 @@ class NTPTask(Task):
             out["accuracy"] = (pred == targets).float().mean()
             out["stop_accuracy"] = (pred[is_stop] == self.stop_id).float().mean()
             out["perplexity"] = loss.detach().exp()
-            if swapped is not None:  # share of the particle inputs that were model draws
-                out["swapped"] = swapped.sum() / batch["mask"].sum().clamp(min=1)
+            if "swapped" in seq:  # share of the particle inputs that were model draws
+                out["swapped"] = seq["swapped"].sum() / batch["mask"].sum().clamp(min=1)
         return out
 
     def _particle_logits(self, hid: Tensor, inputs: Tensor) -> Tensor:
