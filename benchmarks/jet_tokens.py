@@ -3,7 +3,10 @@
 For a next-token checkpoint trained with ``task.jet_tokens``:
 
 1. draws ``--jets`` jets (classes alternating), then compares each jet's drawn bins with the bins
-   its generated particles fall in (Spearman correlation, fraction within 0/1/3 bins);
+   its generated particles fall in (Spearman correlation, fraction within 0/1/3 bins); with
+   ``--consistent``, by consistent sampling (``jetfm sample consistent=true``: STOP inside the
+   multiplicity bin, jets off their bins redrawn up to ``--max-redraws`` times), and prints the
+   draws per jet and the rate;
 2. for each ``--conditions`` entry ``CLASS:PT:MASS`` draws ``--jets-per-condition`` jets with
    ``jet_condition = {pt, mass}`` and prints quantiles of their mass and pT beside those of the
    simulated ``--reference`` test jets of that class in the same pT and mass bins.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +59,12 @@ def main() -> None:
     ap.add_argument("--jets-per-condition", type=int, default=1000)
     ap.add_argument("--max-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--consistent", action="store_true", help="consistent sampling")
+    ap.add_argument("--max-redraws", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     task = load_ntp(resolve_ntp_checkpoint(args.checkpoint), torch.device("cpu"))
     names = list(task.config.jet_tokens)
@@ -70,13 +79,30 @@ def main() -> None:
     def draw(n: int, label: int, seed: int, bins: torch.Tensor | None = None):
         labels = torch.full((n,), label) if label >= 0 else torch.arange(n) % len(classes)
         toks = sample_ntp_tokens(
-            task, n, cfg, labels=labels, generator=seeded_generator(seed), jet_bins=bins
+            task,
+            n,
+            cfg,
+            labels=labels,
+            generator=seeded_generator(seed),
+            jet_bins=bins,
+            consistent=args.consistent,
+            max_redraws=args.max_redraws,
         )
         jets = decode_to_jets(toks.ids, toks.mask, task.tokenizer, pre, labels=labels.numpy())
         return toks, jet_sample_from_batch(jets)
 
+    t0 = time.perf_counter()
     toks, js = draw(args.jets, -1, args.seed)
-    print(f"{args.jets} jets, classes alternating: drawn bin vs the generated jet's bin")
+    took = time.perf_counter() - t0
+    how = f"consistent, max_redraws {args.max_redraws}" if args.consistent else "plain"
+    print(f"{args.jets} jets ({how}), classes alternating: drawn bin vs the generated jet's bin")
+    print(f"  {args.jets / took:.1f} jets/s (sampling + decoding)")
+    if toks.draws is not None and toks.consistent is not None:
+        d = toks.draws.numpy()
+        print(
+            f"  draws per jet: mean {d.mean():.2f}, median {np.median(d):.0f}, 90% {np.quantile(d, 0.9):.0f};"
+            f" {int((~toks.consistent).sum())} jets kept outside their bins"
+        )
     for j, name in enumerate(names):
         drawn = toks.prefix[:, j].numpy()
         value = js.jets[name]

@@ -270,3 +270,8 @@ def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_p
     assert out.n_jets("test") == 4 and out.manifest["source"]["jet_condition"] == cond
     with pytest.raises(ConfigError, match="jet_condition"):
         sample(model, 4, tmp_path / "bad", max_length=32, jet_condition={"n_particles": 10})
+    # consistent sampling (tested in tests/tasks/test_ntp.py) runs from `jetfm sample` too
+    out = Store(sample(model, 6, tmp_path / "fit", max_length=32, consistent=True, max_redraws=2))
+    assert out.manifest["source"]["consistent"] is True and out.n_jets("test") == 6
+    with pytest.raises(ConfigError, match="max_redraws"):
+        sample(model, 4, tmp_path / "bad", consistent=True, max_redraws=-1)

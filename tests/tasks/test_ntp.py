@@ -644,3 +644,70 @@ def test_subjet_order_sequences(jet_tokenizer: GridTokenizer) -> None:
         NTPConfig(backbone=TINY, order="eta")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="subjet_radius"):
         NTPConfig(backbone=TINY, subjet_radius=0.0)
+
+
+def test_multiplicity_range_matches_the_bins(jet_tokenizer: GridTokenizer) -> None:
+    """Bin b of the multiplicity holds exactly the counts lo[b] .. hi[b] that ``jet_bins`` puts in
+    it; a bin no integer falls in puts no bound."""
+    cfg = NTPConfig(backbone=TINY, jet_tokens=["pt", "n_particles"], jet_token_bins=5, max_length=9)
+    task = NTPTask(cfg, tokenizer=jet_tokenizer)
+    task.jet_edges.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [2.0, 4.5, 4.7, 6.0]]))
+    lo, hi = task.multiplicity_range()
+    assert lo.tolist() == [0, 3, 0, 5, 7] and hi.tolist() == [2, 4, 9, 6, 9]
+    n = torch.arange(1, 10).double()
+    bins = task.jet_bins({"pt": torch.ones(9), "n_particles": n})[:, 1]  # (9,)
+    for count, b in zip(n.long().tolist(), bins.tolist(), strict=True):
+        assert lo[b] <= count <= hi[b] and b != 2  # (4.5, 4.7] is empty
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_consistent_sampling_keeps_jets_in_their_bins(
+    jet_tokenizer: GridTokenizer, cache: bool
+) -> None:
+    """Consistent sampling draws the same jet-token bins as plain sampling (same seed), every jet
+    STOPs inside its multiplicity bin, and ``consistent`` is the truth about the kept draw: its
+    decoded pT lies in its pT bin. Jets off their bins are redrawn (``draws`` > 1), and more of
+    them fit than in plain sampling."""
+    torch.manual_seed(0)
+    cfg = NTPConfig(backbone=TINY, n_classes=2, max_length=12, position_embedding=True)
+    cfg = dataclasses.replace(cfg, jet_tokens=["n_particles", "pt"], jet_token_bins=4)
+    task = NTPTask(cfg, tokenizer=jet_tokenizer)
+    _fit(task)
+    labels = torch.tensor([0, 1] * 40)
+    scfg = SamplingConfig(max_length=12, use_cache=cache)
+    plain, fit = (
+        task.sample_tokens(
+            80,
+            scfg,
+            labels=labels,
+            generator=torch.Generator().manual_seed(3),
+            consistent=consistent,
+            max_redraws=8,
+        )
+        for consistent in (False, True)
+    )
+    assert plain.draws is None and fit.draws is not None and fit.consistent is not None
+    assert torch.equal(plain.prefix, fit.prefix)
+    lo, hi = task.multiplicity_range()
+    b = fit.prefix[:, 0]
+    assert bool(((fit.lengths >= lo[b]) & (fit.lengths <= hi[b])).all())
+    truth = task.jet_bins(task.jet_observables(fit.ids, fit.mask))
+    assert torch.equal(fit.consistent, (truth == fit.prefix).all(dim=1))
+    plain_ok = task.consistent_rows(plain.ids, plain.mask, plain.prefix)
+    assert int(fit.consistent.sum()) > int(plain_ok.sum())
+    assert int(fit.draws.max()) > 1 and int(fit.draws.min()) == 1
+    assert bool((fit.draws[~fit.consistent] == 9).all())  # gave up after 8 redraws
+    again = task.sample_tokens(
+        80,
+        scfg,
+        labels=labels,
+        generator=torch.Generator().manual_seed(3),
+        consistent=True,
+        max_redraws=8,
+    )
+    assert torch.equal(again.ids, fit.ids)  # seeded
+    with pytest.raises(InputError, match="min_length"):
+        task.sample_tokens(2, SamplingConfig(min_length=2), labels=labels[:2], consistent=True)
+    no_jet = NTPTask(NTPConfig(backbone=TINY), tokenizer=jet_tokenizer)
+    with pytest.raises(InputError, match="jet tokens"):
+        no_jet.sample_tokens(2, SamplingConfig(), consistent=True)

@@ -83,7 +83,10 @@ class SampleConfig:
     model (null: all classes in turn). The same seed, batch size and settings give the same jets.
     ``jet_condition``: for a model with jet tokens, fixed physical values of its leading jet tokens
     (e.g. ``{pt: 600, mass: 175}`` in GeV): every jet is drawn in those bins (conditional
-    generation); empty: the bins are drawn too.
+    generation); empty: the bins are drawn too. ``consistent`` (jet tokens only): each jet's
+    particles must land in its drawn bins, as every training jet does: STOP only inside the
+    multiplicity bin, and jets off their pT / mass bins are redrawn given the same bins, up to
+    ``max_redraws`` times (see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`).
     """
 
     checkpoint: Path = Path("runs/ntp")
@@ -98,6 +101,8 @@ class SampleConfig:
     seed: int = 0
     class_label: int | str | None = None
     jet_condition: dict[str, float] = field(default_factory=dict)
+    consistent: bool = False
+    max_redraws: int = 10
     use_cache: bool = True
     head_dtype: str = "float32"  # float32 | bfloat16 (faster output projection, other draws)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -112,6 +117,8 @@ class SampleConfig:
                 raise ConfigError("an integer >= 1", field=name, found=getattr(self, name))
         if not self.jet_radius > 0:
             raise ConfigError("jet_radius > 0", field="jet_radius", found=self.jet_radius)
+        if self.max_redraws < 0:
+            raise ConfigError("an integer >= 0", field="max_redraws", found=self.max_redraws)
         self.sampling()  # validates temperature, top_k, top_p, max_length, min_length
 
     def sampling(self) -> SamplingConfig:
@@ -183,9 +190,12 @@ def sample_ntp_tokens(
     labels: Tensor | None = None,
     generator: torch.Generator | None = None,
     jet_bins: Tensor | None = None,
+    consistent: bool = False,
+    max_redraws: int = 10,
 ) -> SampledTokens:
     """Sample token sequences from an :class:`~jetfm.tasks.ntp.NTPTask` (see ``generate_tokens``;
-    ``jet_bins`` fixes leading jet tokens, see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`)."""
+    ``jet_bins`` fixes leading jet tokens, ``consistent`` / ``max_redraws`` keep each jet in its
+    drawn bins, see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`)."""
     n_classes = int(task.config.n_classes)
     if n_classes > 0 and labels is None:
         raise InputError(
@@ -206,7 +216,10 @@ def sample_ntp_tokens(
             field="max_length",
             found=cfg.max_length,
         )
-    return task.sample_tokens(n_jets, cfg, labels=labels, generator=generator, jet_bins=jet_bins)
+    extra = {"consistent": True, "max_redraws": max_redraws} if consistent else {}
+    return task.sample_tokens(
+        n_jets, cfg, labels=labels, generator=generator, jet_bins=jet_bins, **extra
+    )
 
 
 # ================================================================================= decoding
@@ -493,6 +506,8 @@ def sample(
     seed: int = 0,
     class_label: int | str | None = None,
     jet_condition: dict[str, float] | None = None,
+    consistent: bool = False,
+    max_redraws: int = 10,
     use_cache: bool = True,
     head_dtype: str = "float32",
     device: str = "auto",
@@ -521,6 +536,8 @@ def sample(
         seed=seed,
         class_label=class_label,
         jet_condition=dict(jet_condition or {}),
+        consistent=consistent,
+        max_redraws=max_redraws,
         use_cache=use_cache,
         head_dtype=head_dtype,
         device=device,
@@ -554,6 +571,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
     jets_per_shard = batches_per_shard * cfg.batch_size
     n_shards = math.ceil(cfg.n_jets / jets_per_shard)
     t0 = time.perf_counter()
+    draws = misfits = 0  # consistent sampling: draws taken, jets kept outside their bins
     for k in range(n_shards):
         name = f"generated-{k:05d}"
         if shard_exists(out, name):
@@ -573,7 +591,12 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
                 labels=None if lab is None else torch.as_tensor(lab, device=dev),
                 generator=gen,
                 jet_bins=None if bins is None else bins.expand(n, -1),
+                consistent=cfg.consistent,
+                max_redraws=cfg.max_redraws,
             )
+            if toks.draws is not None and toks.consistent is not None:
+                draws += int(toks.draws.sum())
+                misfits += int((~toks.consistent).sum())
             parts.append(
                 decode_to_jets(
                     toks.ids,
@@ -589,7 +612,10 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
         if progress:
             done = min(cfg.n_jets, (k + 1) * jets_per_shard)
             rate = done / max(time.perf_counter() - t0, 1e-9)
-            print(f"sample: {done}/{cfg.n_jets} jets ({rate:.1f} jets/s)", flush=True)
+            msg = f"sample: {done}/{cfg.n_jets} jets ({rate:.1f} jets/s)"
+            if cfg.consistent and draws:
+                msg += f", {draws / done:.2f} draws per jet, {misfits} kept outside their bins"
+            print(msg, flush=True)
     source = {
         "generator": "jetfm sample (next-token model)",
         "checkpoint": str(folder.resolve()),
@@ -601,6 +627,8 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
         "batch_size": cfg.batch_size,
         "class_label": cfg.class_label,
         "jet_condition": dict(cfg.jet_condition),
+        "consistent": cfg.consistent,
+        "max_redraws": cfg.max_redraws,
         "jet_axis": "particles generated around eta=0, phi=0; jet fields recomputed from constituents",
         "jet_radius": cfg.jet_radius,
     }

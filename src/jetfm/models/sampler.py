@@ -108,12 +108,16 @@ class SampledTokens:
     """Sampled jets: ``ids`` (B, N) int64 particle tokens, ``PAD_ID`` after the end; ``mask`` (B, N)
     bool, True = real particle (always a prefix); ``stopped`` (B,) True where the jet sampled STOP
     (False: cut at ``max_length``); ``prefix`` (B, J): what a model drew before the particles, if
-    anything (a next-token model's jet-token bins)."""
+    anything (a next-token model's jet-token bins); ``draws`` (B,) and ``consistent`` (B,): with
+    redrawn jets (a next-token model's consistent sampling), the draws each jet took and whether
+    its last one was accepted."""
 
     ids: Tensor
     mask: Tensor
     stopped: Tensor
     prefix: Tensor | None = None
+    draws: Tensor | None = None
+    consistent: Tensor | None = None
 
     @property
     def lengths(self) -> Tensor:

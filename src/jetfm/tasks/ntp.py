@@ -724,6 +724,8 @@ class NTPTask(Task):
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
         jet_bins: Tensor | None = None,
+        consistent: bool = False,
+        max_redraws: int = 10,
     ) -> SampledTokens:
         """Run the one sampler, :func:`~jetfm.models.sampler.generate_tokens`, on this model's
         pieces (backbone, head, embedding, neighbour prior) in eval mode.
@@ -731,7 +733,79 @@ class NTPTask(Task):
         With jet tokens the sampler first draws the J jet-level bins (returned as ``prefix``
         (B, J), bin indices), then ``config.max_length`` particles at most. ``jet_bins`` (B, m),
         m <= J, fixes the first m of them instead of drawing them (conditional generation: the
-        rest, and the particles, are drawn given them; see :meth:`condition_bins`)."""
+        rest, and the particles, are drawn given them; see :meth:`condition_bins`).
+
+        ``consistent`` (jet tokens only): every jet's particles must reproduce its drawn bins, as
+        every training jet does by construction. STOP is allowed only inside the multiplicity
+        bin, and a jet whose decoded pT / mass / energy land outside their bins has its particles
+        redrawn, given the same bins, up to ``max_redraws`` times (the last draw is kept if none
+        fits). The bins keep the model's distribution; the particles are drawn from the model
+        restricted to the jets that agree with them. ``draws`` (B,) and ``consistent`` (B,) of
+        the result say how many draws each jet took and whether it fits."""
+        if consistent:
+            return self._sample_consistent(
+                n_jets,
+                config,
+                labels=labels,
+                generator=generator,
+                jet_bins=jet_bins,
+                max_redraws=max_redraws,
+            )
+        return self._sample(n_jets, config, labels=labels, generator=generator, jet_bins=jet_bins)
+
+    def _sample_consistent(
+        self,
+        n_jets: int,
+        config: SamplingConfig,
+        *,
+        labels: Tensor | None,
+        generator: torch.Generator | None,
+        jet_bins: Tensor | None,
+        max_redraws: int,
+    ) -> SampledTokens:
+        """:meth:`sample_tokens` with ``consistent=True``."""
+        if not self.n_jet_tokens:
+            raise InputError(
+                "a model with jet tokens for consistent sampling",
+                field="consistent",
+                found="no jet tokens",
+            )
+        if max_redraws < 0:
+            raise InputError("max_redraws >= 0", field="max_redraws", found=max_redraws)
+        if config.min_length > 1:  # it could forbid the STOP that a small bin's top forces
+            raise InputError(
+                "min_length 1 with consistent sampling (the multiplicity bin sets the length)",
+                field="min_length",
+                found=config.min_length,
+            )
+        kw = {"stop_in_bin": True, "generator": generator}
+        out = self._sample(n_jets, config, labels=labels, jet_bins=jet_bins, **kw)
+        assert out.prefix is not None
+        ids, mask, stopped, prefix = out.ids, out.mask, out.stopped, out.prefix
+        ok = self.consistent_rows(ids, mask, prefix)  # (B,)
+        draws = torch.ones(n_jets, dtype=torch.long, device=ids.device)
+        for _ in range(max_redraws):
+            rows = (~ok).nonzero().squeeze(-1)  # (r,)
+            if rows.numel() == 0:
+                break
+            lab = None if labels is None else labels[rows.to(labels.device)]
+            again = self._sample(len(rows), config, labels=lab, jet_bins=prefix[rows], **kw)
+            ids[rows], mask[rows], stopped[rows] = again.ids, again.mask, again.stopped
+            ok[rows] = self.consistent_rows(again.ids, again.mask, prefix[rows])
+            draws[rows] += 1
+        return SampledTokens(ids, mask, stopped, prefix=prefix, draws=draws, consistent=ok)
+
+    def _sample(
+        self,
+        n_jets: int,
+        config: SamplingConfig,
+        *,
+        labels: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        jet_bins: Tensor | None = None,
+        stop_in_bin: bool = False,
+    ) -> SampledTokens:
+        """One pass of the sampler (:meth:`sample_tokens` without the redraws)."""
         J = self.n_jet_tokens
         bias = self.neighbour_step_bias if self.neighbour is not None else None
         if J:
@@ -739,8 +813,14 @@ class NTPTask(Task):
             config = dataclasses.replace(
                 config, max_length=config.max_length + J, min_length=config.min_length + J
             )
+            stop_range = None
+            if stop_in_bin and "n_particles" in self.config.jet_tokens:
+                device = next(self.parameters()).device
+                stop_range = tuple(t.to(device) for t in self.multiplicity_range())
             bias = functools.partial(
-                self._jet_token_step_bias, forced=self._forced(jet_bins, n_jets)
+                self._jet_token_step_bias,
+                forced=self._forced(jet_bins, n_jets),
+                stop_range=stop_range,
             )
         elif jet_bins is not None:
             raise InputError(
@@ -806,12 +886,19 @@ class NTPTask(Task):
         return self._jet_ids(jet_bins)
 
     def _jet_token_step_bias(
-        self, hid: Tensor, prefix: Tensor, forced: Tensor | None = None
+        self,
+        hid: Tensor,
+        prefix: Tensor,
+        forced: Tensor | None = None,
+        stop_range: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """The sampler's ``logit_bias`` with jet tokens: step ``T < J`` draws jet token T among its
         bins (or takes ``forced[:, T]`` (B, m) if T < m), later steps codes and STOP (+ the
         neighbour prior over the particles so far). No jet finishes before step J, so every row
-        of the batch is still there while jet tokens are drawn."""
+        of the batch is still there while jet tokens are drawn.
+
+        ``stop_range`` (:meth:`multiplicity_range`, (bins,) each): STOP only where the particle
+        count lies in the drawn multiplicity bin, forbidden below it, forced at its top."""
         T, J = prefix.shape[1], self.n_jet_tokens
         if forced is not None and T < forced.shape[1]:
             bias = hid.new_full((hid.shape[0], self.vocab_size), float("-inf"))  # (B, V)
@@ -819,7 +906,42 @@ class NTPTask(Task):
         bias = self.vocab_mask[min(T, J)].expand(hid.shape[0], -1)  # (b, V)
         if T >= J and self.neighbour is not None:
             bias = bias + self.neighbour_step_bias(hid, prefix[:, J:])
+        if T >= J and stop_range is not None:
+            j = self.config.jet_tokens.index("n_particles")
+            lo, hi = stop_range
+            b = prefix[:, j] - self._jet_ids(prefix.new_zeros(1, j + 1))[0, j]  # (b,) bins
+            n = T - J  # particles placed so far
+            too_few, enough = n < lo[b], n >= hi[b]  # (b,) each
+            bias = bias.clone()
+            bias[too_few, self.stop_id] = float("-inf")
+            bias[enough] = float("-inf")
+            bias[enough, self.stop_id] = 0.0
         return bias
+
+    def multiplicity_range(self) -> tuple[Tensor, Tensor]:
+        """The particle counts of each multiplicity bin: ``lo`` (bins,), ``hi`` (bins,) with bin b
+        holding the integers ``lo[b] .. hi[b]`` (``torch.bucketize``: ``edge[b-1] < n <= edge[b]``);
+        the last bin ends at ``max_length``. A bin no integer falls in (two quantile edges within
+        one integer) puts no bound (0, max_length): no training jet had it, so a drawn one is the
+        model's error, not a constraint to keep."""
+        self._check_jet_edges()
+        j = self.config.jet_tokens.index("n_particles")
+        edges = self.jet_edges[j].double().cpu()  # (bins - 1,)
+        inf = torch.tensor([math.inf], dtype=torch.float64)
+        lower = torch.cat([-inf, edges])  # (bins,): edge[b - 1]
+        upper = torch.cat([edges, inf])  # (bins,): edge[b]
+        lo = (torch.floor(lower) + 1).clamp(min=0, max=self.config.max_length)
+        hi = torch.floor(upper).clamp(min=0, max=self.config.max_length)
+        empty = lo > hi
+        lo[empty], hi[empty] = 0, self.config.max_length
+        return lo.long(), hi.long()
+
+    def consistent_rows(self, ids: Tensor, mask: Tensor, prefix: Tensor) -> Tensor:
+        """(B,) True where the jet that particle tokens ``ids`` (B, N) + ``mask`` decode to lies in
+        every one of its drawn jet-token bins ``prefix`` (B, J): the relation every training
+        sequence satisfies by construction (a jet token is computed from the jet after it)."""
+        bins = self.jet_bins(self.jet_observables(ids, mask))  # (B, J)
+        return (bins.to(prefix.device) == prefix).all(dim=1)
 
     @torch.no_grad()
     def generate(
