@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--consistent", action="store_true", help="consistent sampling")
     ap.add_argument("--max-redraws", type=int, default=10)
+    ap.add_argument("--bin-tolerance", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
@@ -87,14 +88,20 @@ def main() -> None:
             jet_bins=bins,
             consistent=args.consistent,
             max_redraws=args.max_redraws,
+            bin_tolerance=args.bin_tolerance,
         )
-        jets = decode_to_jets(toks.ids, toks.mask, task.tokenizer, pre, labels=labels.numpy())
+        scale = None if toks.pt_scale is None else toks.pt_scale.numpy()
+        jets = decode_to_jets(
+            toks.ids, toks.mask, task.tokenizer, pre, labels=labels.numpy(), pt_scale=scale
+        )
         return toks, jet_sample_from_batch(jets)
 
     t0 = time.perf_counter()
     toks, js = draw(args.jets, -1, args.seed)
     took = time.perf_counter() - t0
-    how = f"consistent, max_redraws {args.max_redraws}" if args.consistent else "plain"
+    how = "plain"
+    if args.consistent:
+        how = f"consistent, max_redraws {args.max_redraws}, bin_tolerance {args.bin_tolerance}"
     print(f"{args.jets} jets ({how}), classes alternating: drawn bin vs the generated jet's bin")
     print(f"  {args.jets / took:.1f} jets/s (sampling + decoding)")
     if toks.draws is not None and toks.consistent is not None:

@@ -57,6 +57,14 @@ def test_decode_matches_tokenizer_and_store_round_trip(kmeans_tokenizer, tmp_pat
     # a one-particle jet has tau ratios 0, no mass and its axis on the particle
     assert batch.jets["tau21"][2] == 0 and batch.jets["mass"][2] == pytest.approx(0, abs=1e-2)
     assert batch.jets["eta"][2] == pytest.approx(batch.particles["eta"][batch.offsets[2]], abs=1e-5)
+    # pt_scale multiplies every particle's pT (so the jet's pT and mass), angles unchanged
+    scaled = decode_to_jets(ids, mask, kmeans_tokenizer, pt_scale=np.array([2.0, 0.5, 1.0]))
+    per = np.repeat([2.0, 0.5, 1.0], batch.counts())
+    np.testing.assert_allclose(scaled.particles["pt"], batch.particles["pt"] * per, rtol=1e-6)
+    np.testing.assert_allclose(scaled.particles["eta"], batch.particles["eta"], atol=1e-6)
+    for k in ("pt", "mass"):
+        want_k = batch.jets[k] * [2.0, 0.5, 1.0]
+        np.testing.assert_allclose(scaled.jets[k], want_k, rtol=1e-4, atol=1e-3)
     # into a native store and back, unchanged
     write_shard(tmp_path / "st", "g-0", batch, split="test")
     finalize_store(tmp_path / "st", classes=["a", "b"], source={"generator": "test"})

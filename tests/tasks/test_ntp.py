@@ -12,7 +12,7 @@ from jetfm.core.errors import ConfigError, InputError
 from jetfm.models import BackboneConfig
 from jetfm.models.sampler import SamplingConfig
 from jetfm.tasks import IGNORE_ID, NTPConfig, NTPTask, build_task
-from jetfm.tasks.ntp import subjet_order
+from jetfm.tasks.ntp import kt_nsubjettiness, subjet_order
 
 from .fakes import GridTokenizer, synthetic_batch
 
@@ -446,7 +446,7 @@ def test_jet_tokens_need_fitted_edges_and_known_fields(
     with pytest.raises(ConfigError, match="jet_tokens"):
         NTPConfig(backbone=TINY, jet_tokens=["pt", "pt"])
     with pytest.raises(ConfigError, match="jet_tokens"):
-        NTPConfig(backbone=TINY, jet_tokens=["tau21"])
+        NTPConfig(backbone=TINY, jet_tokens=["tau43"])
     with pytest.raises(ConfigError, match="jet_token_bins"):
         NTPConfig(backbone=TINY, jet_tokens=["pt"], jet_token_bins=1)
 
@@ -660,17 +660,40 @@ def test_multiplicity_range_matches_the_bins(jet_tokenizer: GridTokenizer) -> No
         assert lo[b] <= count <= hi[b] and b != 2  # (4.5, 4.7] is empty
 
 
+def test_fit_to_bins_hand_computed(jet_tokenizer: GridTokenizer) -> None:
+    """Two massless 100 GeV particles at (deta, dphi) = (-0.3, -0.1) and (0.3, 0.1): pT =
+    200 cos(0.1), m = 200 sqrt((cosh 0.6 - cos 0.2) / 2). Drawn in pT bin (250, 350], the pT is
+    scaled to 350 - 100 u; the mass scales with it, and is checked against its drawn bin."""
+    cfg = NTPConfig(backbone=TINY, jet_tokens=["pt", "mass"], jet_token_bins=4)
+    task = NTPTask(cfg, tokenizer=jet_tokenizer)
+    task.jet_edges.copy_(torch.tensor([[150.0, 250.0, 350.0], [50.0, 80.0, 200.0]]))
+    ids = torch.tensor([[0 * 4 + 1, 3 * 4 + 2]]).expand(5, -1)
+    mask = torch.ones(5, 2, dtype=torch.bool)
+    pt, m = 200 * math.cos(0.1), 200 * math.sqrt((math.cosh(0.6) - math.cos(0.2)) / 2)
+    # pT bins 2, 2, 2 (inner), 0 and 3 (outer: the nearest pT inside); mass bins 2, 1, 1, 1, 2
+    prefix = torch.tensor([[2, 2], [2, 1], [2, 1], [0, 1], [3, 2]])
+    u = torch.rand(5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    scale, ok = task.fit_to_bins(ids, mask, prefix, generator=torch.Generator().manual_seed(4))
+    want = [(350 - 100 * float(u[i])) / pt for i in range(3)] + [150 / pt, 350 * (1 + 1e-6) / pt]
+    assert scale.tolist() == pytest.approx(want, rel=1e-9)
+    # scaled masses: 64 GeV x (1.26 .. 1.76) in (80, 200] for the inner bins; 48 and 113 outside
+    assert all(80 < m * w <= 200 for w in want[:3]) and m * want[3] < 50
+    assert ok.tolist() == [True, False, False, False, True]
+    _, ok1 = task.fit_to_bins(ids, mask, prefix, tolerance=1)
+    assert ok1.tolist() == [True, True, True, True, True]  # bin 0 of mass is 1 below bin 1
+
+
 @pytest.mark.parametrize("cache", [True, False])
 def test_consistent_sampling_keeps_jets_in_their_bins(
     jet_tokenizer: GridTokenizer, cache: bool
 ) -> None:
     """Consistent sampling draws the same jet-token bins as plain sampling (same seed), every jet
-    STOPs inside its multiplicity bin, and ``consistent`` is the truth about the kept draw: its
-    decoded pT lies in its pT bin. Jets off their bins are redrawn (``draws`` > 1), and more of
-    them fit than in plain sampling."""
+    STOPs inside its multiplicity bin, its pT (after ``pt_scale``) lies in its pT bin, and
+    ``consistent`` is the truth about the mass of the kept draw. Jets off their mass bins are
+    redrawn (``draws`` > 1), and more of them fit than in plain sampling."""
     torch.manual_seed(0)
     cfg = NTPConfig(backbone=TINY, n_classes=2, max_length=12, position_embedding=True)
-    cfg = dataclasses.replace(cfg, jet_tokens=["n_particles", "pt"], jet_token_bins=4)
+    cfg = dataclasses.replace(cfg, jet_tokens=["n_particles", "pt", "mass"], jet_token_bins=4)
     task = NTPTask(cfg, tokenizer=jet_tokenizer)
     _fit(task)
     labels = torch.tensor([0, 1] * 40)
@@ -686,13 +709,17 @@ def test_consistent_sampling_keeps_jets_in_their_bins(
         )
         for consistent in (False, True)
     )
-    assert plain.draws is None and fit.draws is not None and fit.consistent is not None
+    assert plain.draws is None and plain.pt_scale is None
+    assert fit.draws is not None and fit.consistent is not None and fit.pt_scale is not None
     assert torch.equal(plain.prefix, fit.prefix)
     lo, hi = task.multiplicity_range()
     b = fit.prefix[:, 0]
     assert bool(((fit.lengths >= lo[b]) & (fit.lengths <= hi[b])).all())
-    truth = task.jet_bins(task.jet_observables(fit.ids, fit.mask))
-    assert torch.equal(fit.consistent, (truth == fit.prefix).all(dim=1))
+    obs = task.jet_observables(fit.ids, fit.mask)
+    obs = {k: v * fit.pt_scale if k in ("pt", "mass") else v for k, v in obs.items()}
+    truth = task.jet_bins(obs)
+    assert float((truth[:, 1] == fit.prefix[:, 1]).float().mean()) > 0.95  # edges: float32
+    assert torch.equal(fit.consistent, truth[:, 2] == fit.prefix[:, 2])
     plain_ok = task.consistent_rows(plain.ids, plain.mask, plain.prefix)
     assert int(fit.consistent.sum()) > int(plain_ok.sum())
     assert int(fit.draws.max()) > 1 and int(fit.draws.min()) == 1
@@ -705,9 +732,82 @@ def test_consistent_sampling_keeps_jets_in_their_bins(
         consistent=True,
         max_redraws=8,
     )
-    assert torch.equal(again.ids, fit.ids)  # seeded
+    assert torch.equal(again.ids, fit.ids) and torch.equal(again.pt_scale, fit.pt_scale)
     with pytest.raises(InputError, match="min_length"):
         task.sample_tokens(2, SamplingConfig(min_length=2), labels=labels[:2], consistent=True)
+    with pytest.raises(InputError, match="bin_tolerance"):
+        task.sample_tokens(2, scfg, labels=labels[:2], consistent=True, bin_tolerance=-1)
     no_jet = NTPTask(NTPConfig(backbone=TINY), tokenizer=jet_tokenizer)
     with pytest.raises(InputError, match="jet tokens"):
         no_jet.sample_tokens(2, SamplingConfig(), consistent=True)
+
+
+def test_kt_nsubjettiness_matches_fastjet() -> None:
+    """The torch exclusive-kT N-subjettiness of the jet tokens agrees with the FastJet-based
+    :func:`jetfm.physics.observables.nsubjettiness` on three-prong-like random jets (small-angle
+    E-scheme: a few percent at most), and is 0 where a jet has too few particles. Padding and
+    particle order change nothing."""
+    import numpy as np
+
+    from jetfm.physics.kinematics import ptetaphi_to_pxpypz
+    from jetfm.physics.observables import nsubjettiness
+
+    g = torch.Generator().manual_seed(0)
+    B, N = 40, 24
+    prong = torch.randn(B, 3, 2, generator=g) * 0.25  # (B, 3, 2) prong directions
+    which = torch.randint(0, 3, (B, N), generator=g)
+    ang = (
+        prong.gather(1, which[..., None].expand(-1, -1, 2))
+        + torch.randn(B, N, 2, generator=g) * 0.04
+    )
+    pt = torch.rand(B, N, generator=g).pow(3) * 80 + 1.0
+    counts = torch.randint(1, N + 1, (B,), generator=g)
+    counts[:4] = torch.tensor([1, 2, 3, 4])
+    mask = torch.arange(N)[None] < counts[:, None]
+    got = kt_nsubjettiness(pt, ang[..., 0], ang[..., 1], mask)
+    m = mask.numpy()
+    offsets = np.concatenate([[0], np.cumsum(m.sum(1))])
+    px, py, pz = ptetaphi_to_pxpypz(
+        pt.double().numpy()[m], ang[..., 0].double().numpy()[m], ang[..., 1].double().numpy()[m]
+    )
+    e = np.sqrt(px**2 + py**2 + pz**2)
+    want = nsubjettiness(px, py, pz, e, offsets, n_max=3, R=0.8)
+    for k in ("tau21", "tau32"):
+        np.testing.assert_allclose(got[k].numpy(), want[k], atol=0.03, err_msg=k)
+    assert got["tau21"][0] == 0 and got["tau32"][:3].tolist() == [0, 0, 0]
+    # a shuffled, padded copy gives the same values
+    perm = torch.randperm(N, generator=g)
+    pad = lambda t: torch.cat([t[:, perm], torch.zeros_like(t[:, :5])], dim=1)  # noqa: E731
+    again = kt_nsubjettiness(pad(pt), pad(ang[..., 0]), pad(ang[..., 1]), pad(mask))
+    for k in ("tau21", "tau32"):
+        torch.testing.assert_close(again[k], got[k], atol=1e-5, rtol=1e-4)
+
+
+def test_tau_jet_tokens_train_and_sample(jet_tokenizer: GridTokenizer) -> None:
+    """N-subjettiness jet tokens are the decoded jet's exclusive-kT ratios; they fit, train and
+    sample (consistently too) like the kinematic ones."""
+    cfg = NTPConfig(backbone=TINY, n_classes=2, max_length=12, position_embedding=True)
+    cfg = dataclasses.replace(cfg, jet_tokens=["pt", "tau21", "tau32", "n_particles"])
+    task = NTPTask(cfg, tokenizer=jet_tokenizer)
+    _fit(task)
+    assert torch.isfinite(task.jet_edges).all()
+    b = synthetic_batch(B=8, N=12)
+    ids = jet_tokenizer.encode(b["x"], b["mask"])
+    obs = task.jet_observables(ids, b["mask"])
+    kin = jet_tokenizer.decode(ids, b["mask"])  # standardised (deta, dphi, log pT): 0.2 x grid
+    want = kt_nsubjettiness(
+        kin[..., 2].exp() * 100.0, kin[..., 0] * 0.2, kin[..., 1] * 0.2, b["mask"]
+    )
+    for k in ("tau21", "tau32"):
+        torch.testing.assert_close(obs[k].float(), want[k], rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(task.loss(b)["loss"])
+    out = task.sample_tokens(
+        6,
+        SamplingConfig(max_length=12),
+        labels=torch.tensor([0, 1] * 3),
+        consistent=True,
+        max_redraws=2,
+    )
+    assert out.prefix.shape == (6, 4) and out.draws is not None
+    with pytest.raises(ConfigError, match="preprocessing"):
+        NTPTask(NTPConfig(backbone=TINY, jet_tokens=["tau32"]), tokenizer=GridTokenizer())

@@ -85,7 +85,8 @@ class SampleConfig:
     (e.g. ``{pt: 600, mass: 175}`` in GeV): every jet is drawn in those bins (conditional
     generation); empty: the bins are drawn too. ``consistent`` (jet tokens only): each jet's
     particles must land in its drawn bins, as every training jet does: STOP only inside the
-    multiplicity bin, and jets off their pT / mass bins are redrawn given the same bins, up to
+    multiplicity bin, the particles' pT scaled by one factor that puts the jet pT in its bin, and
+    jets whose mass is more than ``bin_tolerance`` bins off redrawn given the same bins, up to
     ``max_redraws`` times (see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`).
     """
 
@@ -103,6 +104,7 @@ class SampleConfig:
     jet_condition: dict[str, float] = field(default_factory=dict)
     consistent: bool = False
     max_redraws: int = 10
+    bin_tolerance: int = 0
     use_cache: bool = True
     head_dtype: str = "float32"  # float32 | bfloat16 (faster output projection, other draws)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -117,8 +119,9 @@ class SampleConfig:
                 raise ConfigError("an integer >= 1", field=name, found=getattr(self, name))
         if not self.jet_radius > 0:
             raise ConfigError("jet_radius > 0", field="jet_radius", found=self.jet_radius)
-        if self.max_redraws < 0:
-            raise ConfigError("an integer >= 0", field="max_redraws", found=self.max_redraws)
+        for name in ("max_redraws", "bin_tolerance"):
+            if getattr(self, name) < 0:
+                raise ConfigError("an integer >= 0", field=name, found=getattr(self, name))
         self.sampling()  # validates temperature, top_k, top_p, max_length, min_length
 
     def sampling(self) -> SamplingConfig:
@@ -192,6 +195,7 @@ def sample_ntp_tokens(
     jet_bins: Tensor | None = None,
     consistent: bool = False,
     max_redraws: int = 10,
+    bin_tolerance: int = 0,
 ) -> SampledTokens:
     """Sample token sequences from an :class:`~jetfm.tasks.ntp.NTPTask` (see ``generate_tokens``;
     ``jet_bins`` fixes leading jet tokens, ``consistent`` / ``max_redraws`` keep each jet in its
@@ -216,7 +220,9 @@ def sample_ntp_tokens(
             field="max_length",
             found=cfg.max_length,
         )
-    extra = {"consistent": True, "max_redraws": max_redraws} if consistent else {}
+    extra = {}
+    if consistent:
+        extra = {"consistent": True, "max_redraws": max_redraws, "bin_tolerance": bin_tolerance}
     return task.sample_tokens(
         n_jets, cfg, labels=labels, generator=generator, jet_bins=jet_bins, **extra
     )
@@ -315,13 +321,15 @@ def decode_to_jets(
     *,
     labels: np.ndarray | None = None,
     jet_radius: float = 0.8,
+    pt_scale: np.ndarray | None = None,
 ) -> JetBatch:
     """Token ids (B, N) + mask -> physical jets (see the module docstring for the jet axis).
 
     ``tokenizer.decode`` gives standardised features, ``preprocessing`` (default: the tokenizer's
     own) maps them back to physical units, :func:`features_to_kinematics` to (pT, eta, phi, E)
     around eta = phi = 0. With the ``full`` feature set, charge, a representative PDG id and the
-    impact parameters are decoded as well.
+    impact parameters are decoded as well. ``pt_scale`` (B,) multiplies each jet's particle pT
+    (consistent sampling's fit of the jet pT to its drawn bin).
     """
     pre = resolve_preprocessing(tokenizer, preprocessing)
     names = list(pre.feature_names)
@@ -347,8 +355,9 @@ def decode_to_jets(
             if f"tanh_{ip}" in names:
                 t = np.clip(x_phys[..., names.index(f"tanh_{ip}")], -0.999999, 0.999999)
                 extra[ip] = np.where(extra["charge"] != 0, np.arctanh(t), 0.0).astype(np.float32)
+    pt = kin["pt"] if pt_scale is None else kin["pt"] * np.asarray(pt_scale, np.float64)[:, None]
     return jets_from_particles(
-        kin["pt"], kin["eta"], kin["phi"], m, labels=labels, extra=extra, jet_radius=jet_radius
+        pt, kin["eta"], kin["phi"], m, labels=labels, extra=extra, jet_radius=jet_radius
     )
 
 
@@ -508,6 +517,7 @@ def sample(
     jet_condition: dict[str, float] | None = None,
     consistent: bool = False,
     max_redraws: int = 10,
+    bin_tolerance: int = 0,
     use_cache: bool = True,
     head_dtype: str = "float32",
     device: str = "auto",
@@ -538,6 +548,7 @@ def sample(
         jet_condition=dict(jet_condition or {}),
         consistent=consistent,
         max_redraws=max_redraws,
+        bin_tolerance=bin_tolerance,
         use_cache=use_cache,
         head_dtype=head_dtype,
         device=device,
@@ -593,6 +604,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
                 jet_bins=None if bins is None else bins.expand(n, -1),
                 consistent=cfg.consistent,
                 max_redraws=cfg.max_redraws,
+                bin_tolerance=cfg.bin_tolerance,
             )
             if toks.draws is not None and toks.consistent is not None:
                 draws += int(toks.draws.sum())
@@ -605,6 +617,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
                     pre,
                     labels=np.zeros(n, np.int64) if lab is None else lab,
                     jet_radius=cfg.jet_radius,
+                    pt_scale=None if toks.pt_scale is None else toks.pt_scale.cpu().numpy(),
                 )
             )
         batch = JetBatch.concatenate(parts)
@@ -629,6 +642,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
         "jet_condition": dict(cfg.jet_condition),
         "consistent": cfg.consistent,
         "max_redraws": cfg.max_redraws,
+        "bin_tolerance": cfg.bin_tolerance,
         "jet_axis": "particles generated around eta=0, phi=0; jet fields recomputed from constituents",
         "jet_radius": cfg.jet_radius,
     }

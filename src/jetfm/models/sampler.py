@@ -110,7 +110,8 @@ class SampledTokens:
     (False: cut at ``max_length``); ``prefix`` (B, J): what a model drew before the particles, if
     anything (a next-token model's jet-token bins); ``draws`` (B,) and ``consistent`` (B,): with
     redrawn jets (a next-token model's consistent sampling), the draws each jet took and whether
-    its last one was accepted."""
+    its last one was accepted; ``pt_scale`` (B,): a factor on each jet's particle pT that the
+    decoding applies (consistent sampling's fit of the jet pT to its drawn bin)."""
 
     ids: Tensor
     mask: Tensor
@@ -118,6 +119,7 @@ class SampledTokens:
     prefix: Tensor | None = None
     draws: Tensor | None = None
     consistent: Tensor | None = None
+    pt_scale: Tensor | None = None
 
     @property
     def lengths(self) -> Tensor:

@@ -16,7 +16,8 @@ Jets longer than the loader's ``max_particles`` were already cut to their leadin
 them STOP means "truncated here"; keep ``max_particles`` above the multiplicities you generate.
 
 Optional jet tokens (``jet_tokens``, coarse to fine): J jet-level observables (jet pT, mass,
-multiplicity), each in ``jet_token_bins`` quantile bins fitted on the training jets, go between
+energy, N-subjettiness ratios tau21 / tau32, multiplicity), each in ``jet_token_bins`` quantile
+bins fitted on the training jets, go between
 START and the particles, ``[START, j_1 .. j_J, t_1 .. t_n, STOP]``. The model first draws the jet's
 bins, then particles conditioned on them, so a global property such as the top mass peak is decided
 once, up front, instead of emerging from 64 local decisions. Their ids follow STOP: observable j,
@@ -61,9 +62,10 @@ from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 
 IGNORE_ID = -100
 
-#: jet-level observables a jet token can bin: pT, mass and energy of the decoded particles' sum and
-#: ``n_particles``, the multiplicity after the loader's truncation (see the module docstring)
-JET_TOKEN_FIELDS = ("pt", "mass", "energy", "n_particles")
+#: jet-level observables a jet token can bin: pT, mass and energy of the decoded particles' sum,
+#: ``n_particles``, the multiplicity after the loader's truncation (see the module docstring), and
+#: the N-subjettiness ratios ``tau21``, ``tau32`` (exclusive-kT axes, :func:`kt_nsubjettiness`)
+JET_TOKEN_FIELDS = ("pt", "mass", "energy", "n_particles", "tau21", "tau32")
 #: decoded features the kinematic jet tokens need (physical units after the tokenizer's
 #: preprocessing is undone)
 _KINEMATIC_FEATURES = ("log_pt", "deta", "dphi")
@@ -227,9 +229,18 @@ def subjet_order(deta: Tensor, dphi: Tensor, mask: Tensor, radius: float) -> Ten
     them. Subjets are listed in their seeds' order (descending seed pT), the particles of a subjet
     in descending pT, padding last. ``x.gather(1, perm)`` reorders a batch.
     """
-    B, N = mask.shape
+    N = mask.shape[1]
     pos = torch.arange(N, device=mask.device)
-    group = pos.expand(B, N).clone()  # (B, N): index of each particle's seed
+    group = seeded_cones(deta, dphi, mask, radius)
+    key = (group * N + pos).masked_fill(~mask, N * N)  # (B, N): seed rank, then pT rank
+    return key.argsort(dim=1, stable=True)
+
+
+def seeded_cones(deta: Tensor, dphi: Tensor, mask: Tensor, radius: float) -> Tensor:
+    """The seed index (B, N) of each particle's cone (see :func:`subjet_order`; particles
+    front-packed in descending pT). Padding keeps its own index."""
+    B, N = mask.shape
+    group = torch.arange(N, device=mask.device).expand(B, N).clone()  # (B, N)
     seed = torch.zeros(B, N, dtype=torch.bool, device=mask.device)
     seed[:, 0] = mask[:, 0]  # the hardest particle seeds the first subjet
     r2 = radius * radius
@@ -240,8 +251,76 @@ def subjet_order(deta: Tensor, dphi: Tensor, mask: Tensor, radius: float) -> Ten
         join = best < r2
         group[:, i] = torch.where(join, nearest, i)
         seed[:, i] = ~join & mask[:, i]
-    key = (group * N + pos).masked_fill(~mask, N * N)  # (B, N): seed rank, then pT rank
-    return key.argsort(dim=1, stable=True)
+    return group
+
+
+def kt_nsubjettiness(pt: Tensor, deta: Tensor, dphi: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """N-subjettiness ratios ``tau21``, ``tau32`` (B,) with exclusive-kT axes (beta = 1), the
+    torch twin of :func:`jetfm.physics.observables.nsubjettiness` for jet tokens computed on every
+    training batch, on any device.
+
+    Particles (B, N) (pT, and angles to the jet axis), any order. The kT algorithm merges, one
+    pair per step, the two pseudojets with the smallest min(pT_i, pT_j)^2 dR_ij^2 (no beam
+    distance, as the exclusive axes of N-subjettiness use R = 1000) until 3, 2 and 1 remain;
+    a merged pseudojet carries the summed pT at the pT-weighted mean (deta, dphi) (the E-scheme
+    sum in the small-angle limit: jets here are R = 0.8). tau_N = sum_i pT_i min_k dR(i, axis_k)
+    (the normalisation cancels in the ratios). A ratio whose denominator is 0 (one particle) is
+    0, and a jet with no more than N particles has tau_N = 0, as in the numpy version.
+    """
+    B, N = mask.shape
+    dev = pt.device
+    w = pt.float().masked_fill(~mask, 0.0)  # (B, N) pseudojet pT (0 = gone)
+    x = deta.float().masked_fill(~mask, 0.0)
+    y = dphi.float().masked_fill(~mask, 0.0)
+    alive = mask.clone()
+    counts = mask.sum(dim=1)  # (B,)
+
+    def distances(sel: Tensor, w1: Tensor, x1: Tensor, y1: Tensor) -> Tensor:
+        """kT distances (b, m, N) of pseudojets (b, m) of jets ``sel`` (b,) to all of theirs."""
+        kt = torch.minimum(w1[..., None], w[sel, None, :]) ** 2
+        dx, dy = x1[..., None] - x[sel, None, :], y1[..., None] - y[sel, None, :]
+        return kt * (dx * dx + dy * dy)
+
+    d = distances(torch.arange(B, device=dev), w, x, y)  # (B, N, N)
+    d = d.masked_fill(~(alive[:, :, None] & alive[:, None, :]), math.inf)
+    d.diagonal(dim1=1, dim2=2).fill_(math.inf)
+    axes: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+    n_alive = counts.clone()
+    for n in (3, 2, 1):
+        # merge the closest pair until every jet has at most n pseudojets; only row and column
+        # of the two merged pseudojets change
+        while True:
+            sel = (n_alive > n).nonzero().squeeze(-1)  # (b,) jets that still merge
+            if sel.numel() == 0:
+                break
+            flat = d[sel].flatten(1).argmin(dim=1)  # (b,)
+            i, j = flat // N, flat % N
+            wi, wj = w[sel, i], w[sel, j]
+            ws = (wi + wj).clamp(min=1e-30)
+            x[sel, i] = (wi * x[sel, i] + wj * x[sel, j]) / ws
+            y[sel, i] = (wi * y[sel, i] + wj * y[sel, j]) / ws
+            w[sel, i], w[sel, j] = wi + wj, 0.0
+            alive[sel, j] = False
+            n_alive[sel] -= 1
+            row = distances(sel, w[sel, i][:, None], x[sel, i][:, None], y[sel, i][:, None])[:, 0]
+            row = row.masked_fill(~alive[sel], math.inf)  # (b, N)
+            row[torch.arange(len(sel), device=dev), i] = math.inf
+            d[sel, i, :], d[sel, :, i] = row, row
+            d[sel, j, :], d[sel, :, j] = math.inf, math.inf
+        axes[n] = (x.clone(), y.clone(), alive.clone())
+    pt0 = pt.float().masked_fill(~mask, 0.0)
+    taus = {}
+    for n, (ax, ay, ok) in axes.items():
+        dx, dy = deta.float()[:, :, None] - ax[:, None], dphi.float()[:, :, None] - ay[:, None]
+        d = (dx * dx + dy * dy).sqrt().masked_fill(~ok[:, None, :], math.inf)  # (B, N, n)
+        d = d.min(dim=-1).values  # (B, N) to the nearest axis
+        tau = (pt0 * torch.where(torch.isfinite(d), d, torch.zeros_like(d))).sum(dim=1)
+        taus[n] = torch.where(counts > n, tau, torch.zeros_like(tau))
+
+    def ratio(a: Tensor, b: Tensor) -> Tensor:
+        return torch.where(b > 0, a / b.clamp(min=1e-30), torch.zeros_like(a))
+
+    return {"tau21": ratio(taus[2], taus[1]), "tau32": ratio(taus[3], taus[2])}
 
 
 def massless_jet_kinematics(
@@ -309,7 +388,8 @@ class NTPTask(Task):
             self._require_kinematics("task.order", "order: subjets")
         if any(name != "n_particles" for name in config.jet_tokens):
             self._require_kinematics(
-                "task.jet_tokens", "jet tokens pT/mass/energy (use n_particles alone otherwise)"
+                "task.jet_tokens",
+                "jet tokens pT/mass/energy/tau21/tau32 (use n_particles alone otherwise)",
             )
         D = config.backbone.dim
         self.backbone = Backbone(config.backbone)
@@ -417,6 +497,10 @@ class NTPTask(Task):
         kin = x[..., idx].double() * std.to(x.device) + mean.to(x.device)  # (B, N, 3) physical
         four = massless_jet_kinematics(kin[..., 0].exp(), kin[..., 1], kin[..., 2], mask)
         out.update(four)
+        if any(name.startswith("tau") for name in self.config.jet_tokens):
+            pt, deta, dphi = kin[..., 0].exp().float(), kin[..., 1].float(), kin[..., 2].float()
+            taus = kt_nsubjettiness(pt, deta, dphi, mask)
+            out.update({k: v.double() for k, v in taus.items()})
         return out
 
     def _require_kinematics(self, field: str, use: str) -> None:
@@ -726,6 +810,7 @@ class NTPTask(Task):
         jet_bins: Tensor | None = None,
         consistent: bool = False,
         max_redraws: int = 10,
+        bin_tolerance: int = 0,
     ) -> SampledTokens:
         """Run the one sampler, :func:`~jetfm.models.sampler.generate_tokens`, on this model's
         pieces (backbone, head, embedding, neighbour prior) in eval mode.
@@ -735,13 +820,22 @@ class NTPTask(Task):
         m <= J, fixes the first m of them instead of drawing them (conditional generation: the
         rest, and the particles, are drawn given them; see :meth:`condition_bins`).
 
-        ``consistent`` (jet tokens only): every jet's particles must reproduce its drawn bins, as
-        every training jet does by construction. STOP is allowed only inside the multiplicity
-        bin, and a jet whose decoded pT / mass / energy land outside their bins has its particles
-        redrawn, given the same bins, up to ``max_redraws`` times (the last draw is kept if none
-        fits). The bins keep the model's distribution; the particles are drawn from the model
-        restricted to the jets that agree with them. ``draws`` (B,) and ``consistent`` (B,) of
-        the result say how many draws each jet took and whether it fits."""
+        ``consistent`` (jet tokens only): every jet must reproduce its drawn bins, as every
+        training jet does by construction (:meth:`fit_to_bins`):
+
+        * STOP is allowed only inside the multiplicity bin;
+        * with a pT token, the particles' pT are scaled by one common factor (``pt_scale`` (B,)
+          of the result) that puts the jet pT in its bin (uniformly within it; the open outer
+          bins keep the nearest pT inside them). A 4x128 GPT's particles sum to the drawn pT bin
+          for a few percent of the jets only, so redrawing them would take ~30 draws per jet;
+          the scale leaves the particles' pT fractions and angles as drawn;
+        * a jet whose mass / energy (after the scale) lie more than ``bin_tolerance`` bins off
+          has its particles redrawn, given the same bins, up to ``max_redraws`` times (the last
+          draw is kept if none fits).
+
+        The bins keep the model's distribution; the particles are drawn from the model restricted
+        to the jets that agree with them. ``draws`` (B,) and ``consistent`` (B,) of the result
+        say how many draws each jet took and whether it fits."""
         if consistent:
             return self._sample_consistent(
                 n_jets,
@@ -750,6 +844,7 @@ class NTPTask(Task):
                 generator=generator,
                 jet_bins=jet_bins,
                 max_redraws=max_redraws,
+                bin_tolerance=bin_tolerance,
             )
         return self._sample(n_jets, config, labels=labels, generator=generator, jet_bins=jet_bins)
 
@@ -762,6 +857,7 @@ class NTPTask(Task):
         generator: torch.Generator | None,
         jet_bins: Tensor | None,
         max_redraws: int,
+        bin_tolerance: int,
     ) -> SampledTokens:
         """:meth:`sample_tokens` with ``consistent=True``."""
         if not self.n_jet_tokens:
@@ -772,6 +868,8 @@ class NTPTask(Task):
             )
         if max_redraws < 0:
             raise InputError("max_redraws >= 0", field="max_redraws", found=max_redraws)
+        if bin_tolerance < 0:
+            raise InputError("bin_tolerance >= 0", field="bin_tolerance", found=bin_tolerance)
         if config.min_length > 1:  # it could forbid the STOP that a small bin's top forces
             raise InputError(
                 "min_length 1 with consistent sampling (the multiplicity bin sets the length)",
@@ -782,7 +880,8 @@ class NTPTask(Task):
         out = self._sample(n_jets, config, labels=labels, jet_bins=jet_bins, **kw)
         assert out.prefix is not None
         ids, mask, stopped, prefix = out.ids, out.mask, out.stopped, out.prefix
-        ok = self.consistent_rows(ids, mask, prefix)  # (B,)
+        fit = functools.partial(self.fit_to_bins, generator=generator, tolerance=bin_tolerance)
+        scale, ok = fit(ids, mask, prefix)  # (B,) each
         draws = torch.ones(n_jets, dtype=torch.long, device=ids.device)
         for _ in range(max_redraws):
             rows = (~ok).nonzero().squeeze(-1)  # (r,)
@@ -791,9 +890,11 @@ class NTPTask(Task):
             lab = None if labels is None else labels[rows.to(labels.device)]
             again = self._sample(len(rows), config, labels=lab, jet_bins=prefix[rows], **kw)
             ids[rows], mask[rows], stopped[rows] = again.ids, again.mask, again.stopped
-            ok[rows] = self.consistent_rows(again.ids, again.mask, prefix[rows])
+            scale[rows], ok[rows] = fit(again.ids, again.mask, prefix[rows])
             draws[rows] += 1
-        return SampledTokens(ids, mask, stopped, prefix=prefix, draws=draws, consistent=ok)
+        return SampledTokens(
+            ids, mask, stopped, prefix=prefix, draws=draws, consistent=ok, pt_scale=scale
+        )
 
     def _sample(
         self,
@@ -942,6 +1043,47 @@ class NTPTask(Task):
         sequence satisfies by construction (a jet token is computed from the jet after it)."""
         bins = self.jet_bins(self.jet_observables(ids, mask))  # (B, J)
         return (bins.to(prefix.device) == prefix).all(dim=1)
+
+    def fit_to_bins(
+        self,
+        ids: Tensor,
+        mask: Tensor,
+        prefix: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        tolerance: int = 0,
+    ) -> tuple[Tensor, Tensor]:
+        """Fit generated jets to their drawn bins ``prefix`` (B, J): particle tokens ``ids``
+        (B, N) + ``mask`` -> ``scale`` (B,), the common factor on the particles' pT that puts the
+        jet pT in its drawn bin (1 without a pT token), and ``ok`` (B,): every other jet token's
+        value, after the scale (mass and energy scale with it, the multiplicity does not), lies
+        within ``tolerance`` bins of the drawn one.
+
+        An inner pT bin's target is uniform within it (``generator``); the outer bins are open,
+        so a jet there keeps the nearest pT inside its bin (its own, if it already lies in it).
+        """
+        obs = self.jet_observables(ids, mask)  # {name: (B,)} float64
+        names = list(self.config.jet_tokens)
+        scale = torch.ones(ids.shape[0], dtype=torch.float64, device=ids.device)
+        if "pt" in names:
+            j = names.index("pt")
+            edges = self.jet_edges[j].double().to(ids.device)  # (bins - 1,)
+            b = prefix[:, j].to(ids.device)  # (B,)
+            pt = obs["pt"]
+            inf = torch.tensor([math.inf], dtype=torch.float64, device=ids.device)
+            lo, hi = torch.cat([-inf, edges])[b], torch.cat([edges, inf])[b]  # (B,) each
+            u = torch.rand(len(b), generator=generator, dtype=torch.float64)
+            inner = torch.isfinite(lo) & torch.isfinite(hi)
+            # a bin is (lo, hi] (u in [0, 1)); the open top bin's nearest pT is just above lo
+            inside = (lo + lo.abs() * 1e-6).nan_to_num(neginf=-math.inf)
+            target = torch.where(inner, hi - (hi - lo) * u.to(ids.device), pt.clamp(inside, hi))
+            scale = target / pt.clamp(min=1e-12)
+            obs = {k: v * scale if k in ("pt", "mass", "energy") else v for k, v in obs.items()}
+        bins = self.jet_bins(obs)  # (B, J)
+        off = (bins.to(prefix.device) - prefix).abs()  # (B, J)
+        if "pt" in names:
+            off[:, names.index("pt")] = 0  # in its bin by construction (up to float32 binning)
+        return scale, (off <= tolerance).all(dim=1)
 
     @torch.no_grad()
     def generate(
