@@ -283,3 +283,35 @@ def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_p
     assert out.manifest["source"]["consistent"] is True and out.n_jets("test") == 6
     with pytest.raises(ConfigError, match="max_redraws"):
         sample(model, 4, tmp_path / "bad", consistent=True, max_redraws=-1)
+    # conditioned on the jet-level bins and classes of jets drawn from a store's split
+    from jetfm.evaluate.generation import reference_jet_bins
+
+    classes = Store(toy_store).classes
+    labels, bins = reference_jet_bins(task, toy_store, "train", 5, classes, seed=1)
+    pick = np.random.default_rng(1).choice(Store(toy_store).read("train").n_jets, 5, replace=False)
+    picked = Store(toy_store).read("train").select(pick)
+    assert labels.tolist() == picked.jets["label"].tolist()
+    td = tokenize_and_decode(picked, kmeans_tokenizer, max_particles=32)
+    assert (
+        bins[:, 1].tolist()
+        == task.jet_bins(
+            {
+                "mass": torch.zeros(5),
+                "n_particles": torch.as_tensor(td.counts(), dtype=torch.float64),
+            }
+        )[:, 1].tolist()
+    )
+    want_mass = task.jet_bins(
+        {"mass": torch.as_tensor(td.jets["mass"]), "n_particles": torch.zeros(5)}
+    )[:, 0]
+    assert (bins[:, 0] - want_mass).abs().max() <= 1  # float32 vs float64 standardisation
+    out = Store(
+        sample(model, 6, tmp_path / "ref", max_length=32, jet_condition_from=toy_store, seed=1)
+    )
+    got = out.read("test").jets["label"]
+    assert (
+        got.tolist() == reference_jet_bins(task, toy_store, "train", 6, classes, seed=1)[0].tolist()
+    )
+    assert "train" in out.manifest["source"]["jet_condition_from"]
+    with pytest.raises(ConfigError, match="jet_condition_from"):
+        sample(model, 4, tmp_path / "bad", jet_condition_from=toy_store, class_label=0)

@@ -88,6 +88,9 @@ class SampleConfig:
     multiplicity bin, the particles' pT scaled by one factor that puts the jet pT in its bin, and
     jets whose mass is more than ``bin_tolerance`` bins off redrawn given the same bins, up to
     ``max_redraws`` times (see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`).
+    ``jet_condition_from`` (jet tokens only): a store; each jet is generated in the jet-token bins
+    (and class) of a jet drawn at random from its ``jet_condition_split``, so the GPT writes only
+    the particles, for jet-level values distributed as in those jets (e.g. the training jets).
     """
 
     checkpoint: Path = Path("runs/ntp")
@@ -102,6 +105,8 @@ class SampleConfig:
     seed: int = 0
     class_label: int | str | None = None
     jet_condition: dict[str, float] = field(default_factory=dict)
+    jet_condition_from: Path | None = None
+    jet_condition_split: str = "train"
     consistent: bool = False
     max_redraws: int = 10
     bin_tolerance: int = 0
@@ -114,6 +119,14 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         self.checkpoint, self.output = Path(self.checkpoint), Path(self.output)
+        if self.jet_condition_from is not None:
+            self.jet_condition_from = Path(self.jet_condition_from)
+            if self.jet_condition or self.class_label is not None:
+                raise ConfigError(
+                    "no jet_condition or class_label with jet_condition_from (its jets set both)",
+                    field="jet_condition_from",
+                    found=str(self.jet_condition_from),
+                )
         for name in ("n_jets", "batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ConfigError("an integer >= 1", field=name, found=getattr(self, name))
@@ -515,6 +528,8 @@ def sample(
     seed: int = 0,
     class_label: int | str | None = None,
     jet_condition: dict[str, float] | None = None,
+    jet_condition_from: str | os.PathLike[str] | None = None,
+    jet_condition_split: str = "train",
     consistent: bool = False,
     max_redraws: int = 10,
     bin_tolerance: int = 0,
@@ -546,6 +561,8 @@ def sample(
         seed=seed,
         class_label=class_label,
         jet_condition=dict(jet_condition or {}),
+        jet_condition_from=None if jet_condition_from is None else Path(jet_condition_from),
+        jet_condition_split=jet_condition_split,
         consistent=consistent,
         max_redraws=max_redraws,
         bin_tolerance=bin_tolerance,
@@ -568,6 +585,11 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
     classes = _class_names(folder, n_classes) if n_classes > 0 else list(UNCONDITIONAL_CLASSES)
     _labels_for(cfg.class_label, classes, n_classes, 0, 1)  # fail early on a bad class
     bins = task.condition_bins(cfg.jet_condition) if cfg.jet_condition else None  # (m,)
+    ref_labels = ref_bins = None
+    if cfg.jet_condition_from is not None:
+        ref_labels, ref_bins = reference_jet_bins(
+            task, cfg.jet_condition_from, cfg.jet_condition_split, cfg.n_jets, classes, cfg.seed
+        )
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     settings = {
         **{k: v for k, v in to_dict(cfg).items() if k not in ("overwrite", "device", "output")},
@@ -594,6 +616,10 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
             if n <= 0:
                 break
             lab = _labels_for(cfg.class_label, classes, n_classes, start, n)
+            jet_bins = None if bins is None else bins.expand(n, -1)
+            if ref_bins is not None and ref_labels is not None:
+                jet_bins = ref_bins[start : start + n].to(dev)
+                lab = ref_labels[start : start + n] if n_classes > 0 else None
             gen = seeded_generator(cfg.seed, start // cfg.batch_size)
             toks = sample_ntp_tokens(
                 task,
@@ -601,7 +627,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
                 scfg,
                 labels=None if lab is None else torch.as_tensor(lab, device=dev),
                 generator=gen,
-                jet_bins=None if bins is None else bins.expand(n, -1),
+                jet_bins=jet_bins,
                 consistent=cfg.consistent,
                 max_redraws=cfg.max_redraws,
                 bin_tolerance=cfg.bin_tolerance,
@@ -640,6 +666,9 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
         "batch_size": cfg.batch_size,
         "class_label": cfg.class_label,
         "jet_condition": dict(cfg.jet_condition),
+        "jet_condition_from": None
+        if cfg.jet_condition_from is None
+        else f"{Path(cfg.jet_condition_from).resolve()} ({cfg.jet_condition_split})",
         "consistent": cfg.consistent,
         "max_redraws": cfg.max_redraws,
         "bin_tolerance": cfg.bin_tolerance,
@@ -648,6 +677,56 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
     }
     finalize_store(out, classes=classes, source=source)
     return out
+
+
+def reference_jet_bins(
+    task: Any,
+    store: str | os.PathLike[str],
+    split: str,
+    n_jets: int,
+    classes: list[str],
+    seed: int = 0,
+    chunk: int = 4096,
+) -> tuple[np.ndarray, Tensor]:
+    """Labels (n,) and jet-token bins (n, J) of ``n_jets`` jets drawn at random (seeded; without
+    replacement while the split has enough) from ``store``'s ``split``, binned as the model's
+    training jets were (:meth:`~jetfm.tasks.ntp.NTPTask.bins_of_jets`, leading ``max_length``
+    particles). ``classes`` are the model's: the store's class names must be among them."""
+    from jetfm.evaluate.generative import jagged_to_padded
+
+    if not task.n_jet_tokens:
+        raise ConfigError(
+            "a model with jet tokens for jet_condition_from",
+            field="jet_condition_from",
+            found="no jet tokens",
+        )
+    st = Store(store)
+    batch = st.read(split)
+    if batch.n_jets == 0:
+        raise InputError(f"jets in split '{split}'", file=st.root, field="split", found=0)
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(batch.n_jets, n_jets, replace=n_jets > batch.n_jets)
+    batch = batch.select(pick)
+    names = st.classes
+    if task.config.n_classes > 0:
+        missing = sorted({names[i] for i in np.unique(batch.jets["label"])} - set(classes))
+        if missing:
+            raise InputError(
+                f"classes among the model's {classes}", file=st.root, field="label", found=missing
+            )
+        labels = np.array([classes.index(names[i]) for i in batch.jets["label"]], np.int64)
+    else:
+        labels = np.zeros(n_jets, np.int64)
+    pre = resolve_preprocessing(task.tokenizer, None)
+    feats = pre.transform(compute_features(batch, pre.feature_names).astype(np.float64))
+    out = []
+    for s in range(0, n_jets, chunk):
+        sub = batch.offsets[s : min(s + chunk, n_jets) + 1]
+        x, m = jagged_to_padded(feats[sub[0] : sub[-1]], sub - sub[0], task.config.max_length)
+        dev = task.jet_edges.device
+        xt = torch.as_tensor(x, dtype=torch.float32, device=dev)
+        out.append(task.bins_of_jets(xt, torch.as_tensor(m, device=dev)).cpu())
+    return labels, torch.cat(out)
 
 
 def _checkpoint_preprocessing(folder: Path) -> dict[str, Any] | None:

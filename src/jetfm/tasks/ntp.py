@@ -482,6 +482,15 @@ class NTPTask(Task):
             self.jet_edges.copy_(torch.as_tensor(np.stack(rows), dtype=torch.float32))
         self._edges_checked = False
 
+    @torch.no_grad()
+    def bins_of_jets(self, x: Tensor, mask: Tensor) -> Tensor:
+        """The jet-token bins (B, J) of real jets, standardised features (B, N, F) + mask, as
+        training computes them: tokenized, decoded, binned (for conditional generation on the
+        jet-level values of real jets). Pass the leading ``max_length`` particles, as the loader
+        does."""
+        x, mask = front_pack(x, mask.bool())
+        return self.jet_bins(self.jet_observables(self.tokenizer.encode(x, mask).long(), mask))
+
     def jet_observables(self, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
         """The jet tokens' values ``{name: (B,)}`` of particle tokens ``ids`` (B, N) + ``mask``:
         those of the jet they decode to (module docstring), as :func:`decode_to_jets` builds it.
