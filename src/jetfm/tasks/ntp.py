@@ -312,7 +312,7 @@ def kt_nsubjettiness(pt: Tensor, deta: Tensor, dphi: Tensor, mask: Tensor) -> di
     taus = {}
     for n, (ax, ay, ok) in axes.items():
         dx, dy = deta.float()[:, :, None] - ax[:, None], dphi.float()[:, :, None] - ay[:, None]
-        d = (dx * dx + dy * dy).sqrt().masked_fill(~ok[:, None, :], math.inf)  # (B, N, n)
+        d = (dx * dx + dy * dy).sqrt().masked_fill(~ok[:, None, :], math.inf)  # (B, N, N): n axes
         d = d.min(dim=-1).values  # (B, N) to the nearest axis
         tau = (pt0 * torch.where(torch.isfinite(d), d, torch.zeros_like(d))).sum(dim=1)
         taus[n] = torch.where(counts > n, tau, torch.zeros_like(tau))
