@@ -1084,7 +1084,7 @@ class NTPTask(Task):
             u = torch.rand(len(b), generator=generator, dtype=torch.float64)
             inner = torch.isfinite(lo) & torch.isfinite(hi)
             # a bin is (lo, hi] (u in [0, 1)); the open top bin's nearest pT is just above lo
-            inside = (lo + lo.abs() * 1e-6).nan_to_num(neginf=-math.inf)
+            inside = torch.where(torch.isfinite(lo), lo + lo.abs() * 1e-6, lo)
             target = torch.where(inner, hi - (hi - lo) * u.to(ids.device), pt.clamp(inside, hi))
             scale = target / pt.clamp(min=1e-12)
             obs = {k: v * scale if k in ("pt", "mass", "energy") else v for k, v in obs.items()}
