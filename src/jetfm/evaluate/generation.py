@@ -42,6 +42,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -388,20 +389,32 @@ def tokenize_and_decode(
     Jets keep their ``max_particles`` highest-pT particles (default: the preprocessing's), as the
     token model saw them in training. The result is what a perfect token model would generate.
     """
-    from jetfm.evaluate.generative import jagged_to_padded
-
     pre = resolve_preprocessing(tokenizer, preprocessing)
     n_max = pre.max_particles if max_particles is None else int(max_particles)
-    feats = pre.transform(compute_features(batch, pre.feature_names).astype(np.float64))
     parts = []
+    for rows, xt, mt in _padded_chunks(batch, pre, n_max, chunk):
+        ids = tokenizer.encode(xt, mt)
+        labels = batch.jets["label"][rows]
+        parts.append(decode_to_jets(ids, mt, tokenizer, pre, labels=labels, jet_radius=jet_radius))
+    return JetBatch.concatenate(parts)
+
+
+def _padded_chunks(
+    batch: JetBatch, pre: Preprocessing, n_max: int, chunk: int
+) -> Iterator[tuple[slice, Tensor, Tensor]]:
+    """A batch's standardised features in padded chunks of ``chunk`` jets: (jet rows, features
+    (b, n_max, F) float32, mask (b, n_max)), each jet's leading ``n_max`` particles."""
+    from jetfm.evaluate.generative import jagged_to_padded
+
+    feats = pre.transform(compute_features(batch, pre.feature_names).astype(np.float64))
     for s in range(0, batch.n_jets, chunk):
         sub = batch.offsets[s : min(s + chunk, batch.n_jets) + 1]
         x, m = jagged_to_padded(feats[sub[0] : sub[-1]], sub - sub[0], n_max)
-        xt, mt = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(m)
-        ids = tokenizer.encode(xt, mt)
-        labels = batch.jets["label"][s : s + len(sub) - 1]
-        parts.append(decode_to_jets(ids, mt, tokenizer, pre, labels=labels, jet_radius=jet_radius))
-    return JetBatch.concatenate(parts)
+        yield (
+            slice(s, s + len(sub) - 1),
+            torch.as_tensor(x, dtype=torch.float32),
+            torch.as_tensor(m),
+        )
 
 
 # ================================================================================= checkpoints
@@ -692,8 +705,6 @@ def reference_jet_bins(
     replacement while the split has enough) from ``store``'s ``split``, binned as the model's
     training jets were (:meth:`~jetfm.tasks.ntp.NTPTask.bins_of_jets`, leading ``max_length``
     particles). ``classes`` are the model's: the store's class names must be among them."""
-    from jetfm.evaluate.generative import jagged_to_padded
-
     if not task.n_jet_tokens:
         raise ConfigError(
             "a model with jet tokens for jet_condition_from",
@@ -718,14 +729,11 @@ def reference_jet_bins(
     else:
         labels = np.zeros(n_jets, np.int64)
     pre = resolve_preprocessing(task.tokenizer, None)
-    feats = pre.transform(compute_features(batch, pre.feature_names).astype(np.float64))
-    out = []
-    for s in range(0, n_jets, chunk):
-        sub = batch.offsets[s : min(s + chunk, n_jets) + 1]
-        x, m = jagged_to_padded(feats[sub[0] : sub[-1]], sub - sub[0], task.config.max_length)
-        dev = task.jet_edges.device
-        xt = torch.as_tensor(x, dtype=torch.float32, device=dev)
-        out.append(task.bins_of_jets(xt, torch.as_tensor(m, device=dev)).cpu())
+    dev = task.jet_edges.device
+    out = [
+        task.bins_of_jets(xt.to(dev), mt.to(dev)).cpu()
+        for _, xt, mt in _padded_chunks(batch, pre, task.config.max_length, chunk)
+    ]
     return labels, torch.cat(out)
 
 

@@ -1046,13 +1046,6 @@ class NTPTask(Task):
         lo[empty], hi[empty] = 0, self.config.max_length
         return lo.long(), hi.long()
 
-    def consistent_rows(self, ids: Tensor, mask: Tensor, prefix: Tensor) -> Tensor:
-        """(B,) True where the jet that particle tokens ``ids`` (B, N) + ``mask`` decode to lies in
-        every one of its drawn jet-token bins ``prefix`` (B, J): the relation every training
-        sequence satisfies by construction (a jet token is computed from the jet after it)."""
-        bins = self.jet_bins(self.jet_observables(ids, mask))  # (B, J)
-        return (bins.to(prefix.device) == prefix).all(dim=1)
-
     def fit_to_bins(
         self,
         ids: Tensor,
