@@ -50,6 +50,7 @@ from jetfm.models.heads import (
     classification_loss,
 )
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
+from jetfm.tasks.jet_structure import front_pack
 
 Regime = Literal["frozen", "finetune", "scratch"]
 HeadKind = Literal["class_attention", "mean"]
@@ -199,7 +200,7 @@ class ClassifyTask(Task):
         if self.config.sequence == "set":
             return self.backbone(x, mask), mask
         assert self.tokenizer is not None and self.start_id is not None
-        x, mask = _front_pack(x, mask)
+        x, mask = front_pack(x, mask)  # the loader already does this
         B = mask.shape[0]
         with torch.no_grad():
             ids = self.tokenizer.encode(x, mask).long()  # (B, N), frozen
@@ -243,13 +244,6 @@ class ClassifyTask(Task):
                 pred = logits.argmax(-1)
             acc = (pred == labels).float().mean()
         return {"loss": loss, "accuracy": acc}
-
-
-def _front_pack(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Real particles to the front of each jet, order kept (the loader already does this)."""
-    order = (~mask).to(torch.int8).argsort(dim=1, stable=True)  # (B, N)
-    x = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))
-    return x, mask.gather(1, order)
 
 
 class ClassifierScores(nn.Module):
