@@ -5,11 +5,14 @@ them back to physical jets (the same path generated jets take), then score them 
 with the generation metrics (KL in quantile bins, W1M, W1P, W1EFP, FPD), each divided by its truth
 floor (test vs val, same number of jets). A generator can at best reach these ratios, so a recipe
 whose decoded jets already miss the floor by far cannot meet a "within 2x of the floor" target.
-Recipes are ``kmeans:K:POWER`` (k-means, K cells, particles weighted by pT^POWER) or a tokenizer
+Recipes are ``kmeans:K:POWER[:ANGULAR]`` (k-means, K cells, particles weighted by pT^POWER,
+deta and dphi weighted by ANGULAR in the distance: ``kmeans_feature_weights``) or a tokenizer
 checkpoint folder (e.g. a trained VQ-VAE).
 
     python benchmarks/generation_tokenizers.py --store data/topqcd \\
         --recipes kmeans:512:0,kmeans:8192:0,kmeans:8192:0.5,kmeans:8192:0.75 [--jets 2000]
+    python benchmarks/generation_tokenizers.py --store data/topqcd --jets 8000 \\
+        --recipes kmeans:8192:0.75,kmeans:8192:0.75:2,kmeans:32768:0.75,kmeans:32768:0.75:1.5
 """
 
 from __future__ import annotations
@@ -34,12 +37,14 @@ from jetfm.tokenizers.store import train_tokenizer_on_store
 def _tokenizer(recipe: str, store: str, out: Path, max_particles: int) -> Tokenizer:
     if not recipe.startswith("kmeans:"):
         return Tokenizer.from_pretrained(recipe)
-    _, k, power = recipe.split(":")
+    _, k, power, *angular = recipe.split(":")
+    weights = {"deta": float(angular[0]), "dphi": float(angular[0])} if angular else {}
     cfg = from_dict(
         TokenizerConfig,
         {
             "type": "kmeans",
             "codebook_size": int(k),
+            "kmeans_feature_weights": weights,
             "quantizer": {"kmeans_iters": 15},
             "train": {
                 "max_kmeans_particles": 1_000_000,

@@ -158,6 +158,37 @@ def test_kmeans_pt_weight_gives_hard_particles_finer_cells(mixture, tmp_path) ->
         from_dict(TokenizerConfig, {"type": "kmeans", "train": {"kmeans_pt_weight": -1.0}})
 
 
+def test_kmeans_feature_weights_give_finer_cells(mixture, mixture_val, tmp_path) -> None:
+    """Weighted features: nearest centroid under the weighted distance, centroids in the
+    unweighted units, the weighted feature's error shrinks, and the weights survive a save."""
+    toks = {}
+    for w in (1.0, 3.0):
+        cfg = small_cfg("kmeans", steps=1, codebook_size=32)
+        cfg.kmeans_feature_weights = {"deta": w, "dphi": w}
+        toks[w] = Tokenizer.from_pretrained(
+            train_tokenizer(cfg, mixture, None, None, tmp_path / f"km{w}")
+        )
+    tok = toks[3.0]
+    assert tok.feature_scale.tolist() == [3.0, 3.0, 1.0]
+    x, m = mixture_val["x"], mixture_val["mask"]
+    ids = tok.encode(x, m)
+    s = torch.tensor([3.0, 3.0, 1.0])
+    assert torch.equal(ids[m], torch.cdist(x[m] * s, tok.centroids * s).argmin(dim=1))
+    assert torch.equal(tok.decode(ids, m)[m], tok.centroids[ids[m]])
+
+    def errors(t: Tokenizer) -> torch.Tensor:
+        return ((t.decode(t.encode(x, m), m)[m] - x[m]) ** 2).mean(dim=0)  # (F,)
+
+    e1, e3 = errors(toks[1.0]), errors(tok)
+    assert e3[:2].sum() < e1[:2].sum() and e3[2] > e1[2]  # angles finer, log pT coarser
+    with pytest.raises(ConfigError, match="kmeans_feature_weights"):
+        from_dict(TokenizerConfig, {"type": "kmeans", "kmeans_feature_weights": {"eta": 2.0}})
+    with pytest.raises(ConfigError, match="kmeans_feature_weights"):
+        from_dict(TokenizerConfig, {"type": "kmeans", "kmeans_feature_weights": {"deta": 0.0}})
+    with pytest.raises(ConfigError, match="kmeans_feature_weights"):
+        from_dict(TokenizerConfig, {"kmeans_feature_weights": {"deta": 2.0}})  # a VQ-VAE
+
+
 def test_kmeans_pt_weight_needs_log_pt(mixture, tmp_path) -> None:
     cfg = small_cfg("kmeans", steps=1, codebook_size=8, feature_names=["deta", "dphi", "pt_rel"])
     cfg.train.kmeans_pt_weight = 0.5

@@ -124,6 +124,11 @@ class TokenizerConfig:
     mlp_ratio: float = 2.0
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     train: TokenizerTrainConfig = field(default_factory=TokenizerTrainConfig)
+    #: ``kmeans`` only: weights of the standardised features in the nearest-centroid distance, by
+    #: name (unlisted: 1), in the fit and in encoding alike. A weight above 1 buys that feature
+    #: finer cells at the others' expense, e.g. ``{deta: 1.5, dphi: 1.5}`` for the angular
+    #: structure N-subjettiness sees (measured in BENCHMARKS.md, "tokenizer resolution")
+    kmeans_feature_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.feature_names, list):
@@ -163,7 +168,25 @@ class TokenizerConfig:
             )
         if self.mlp_ratio <= 0:
             raise ConfigError("> 0", field="mlp_ratio", found=self.mlp_ratio)
+        w = self.kmeans_feature_weights
+        if w and self.type != "kmeans":
+            raise ConfigError(
+                "no kmeans_feature_weights unless type: kmeans",
+                field="kmeans_feature_weights",
+                found=f"{w} with type {self.type}",
+            )
+        bad = {k: v for k, v in w.items() if k not in self.feature_names or not float(v) > 0}
+        if bad:
+            raise ConfigError(
+                f"positive weights of features among {list(self.feature_names)}",
+                field="kmeans_feature_weights",
+                found=bad,
+            )
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    def feature_weights(self) -> tuple[float, ...]:
+        """The k-means distance weight of each feature, in column order (1 where unlisted)."""
+        return tuple(float(self.kmeans_feature_weights.get(n, 1.0)) for n in self.feature_names)

@@ -19,12 +19,20 @@ from jetfm.tokenizers.config import TokenizerConfig
 
 
 class KMeansTokenizer(Tokenizer):
-    """Tokens = nearest centroid ids; ``centroids`` (K, F) is its only state."""
+    """Tokens = nearest centroid ids; ``centroids`` (K, F) is its only state.
+
+    With ``config.kmeans_feature_weights`` the fit and the nearest-centroid search run on the
+    features times their weights; the centroids are stored (and decoded) in the unweighted units.
+    """
 
     def __init__(self, config: TokenizerConfig, preprocessing: dict[str, Any] | None = None):
         super().__init__(config, preprocessing)
         self.register_buffer("centroids", torch.zeros(config.codebook_size, config.n_features))
         self.register_buffer("fitted", torch.tensor(False))
+        #: (F,) distance weights; not state: they come from the config
+        self.register_buffer(
+            "feature_scale", torch.tensor(config.feature_weights()), persistent=False
+        )
 
     @torch.no_grad()
     def fit(
@@ -49,14 +57,15 @@ class KMeansTokenizer(Tokenizer):
             raise InputError("at least two particles", field="particles", found=particles.shape[0])
         gen = torch.Generator(device="cpu").manual_seed(seed)
         iters = self.config.quantizer.kmeans_iters if iters is None else iters
+        scale = self.feature_scale  # (F,)
         cent = kmeans(
-            particles.to(self.centroids.device).float(),
+            particles.to(self.centroids.device).float() * scale,
             self.codebook_size,
             iters=iters,
             generator=gen,
             weights=weights,
         )
-        self.centroids.copy_(cent)
+        self.centroids.copy_(cent / scale)
         self.fitted.fill_(True)
         return self
 
@@ -94,7 +103,10 @@ class KMeansTokenizer(Tokenizer):
     def _encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
         q = self.config.quantizer
-        return nearest_code(x[mask], self.centroids, chunk_size=q.chunk_size, backend=q.backend)
+        scale = self.feature_scale  # (F,)
+        return nearest_code(
+            x[mask] * scale, self.centroids * scale, chunk_size=q.chunk_size, backend=q.backend
+        )
 
     def _decode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
