@@ -133,6 +133,8 @@ def test_sample_store_reproducible_and_cache_independent(ntp_checkpoint, tmp_pat
     assert one.jets["label"].tolist() == [1, 1, 1, 1]
     with pytest.raises(ConfigError, match="class_label"):
         sample(ntp_checkpoint, 4, tmp_path / "d", class_label="top", **kw)
+    with pytest.raises(ConfigError, match="jet_temperature"):
+        sample(ntp_checkpoint, 4, tmp_path / "e", jet_temperature=1.0, **kw)  # no jet tokens
 
 
 def test_evaluate_generation_toy_stores(ntp_checkpoint, toy_store, tmp_path) -> None:
@@ -278,6 +280,10 @@ def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_p
     assert out.n_jets("test") == 4 and out.manifest["source"]["jet_condition"] == cond
     with pytest.raises(ConfigError, match="jet_condition"):
         sample(model, 4, tmp_path / "bad", max_length=32, jet_condition={"n_particles": 10})
+    # particles drawn greedily, jet tokens at temperature 1 (tested in test_sampler.py)
+    out = Store(sample(model, 6, tmp_path / "jt", max_length=32, temperature=0, jet_temperature=1))
+    assert out.manifest["source"]["sampling"]["prefix_temperature"] == 1
+    assert out.n_jets("test") == 6
     # consistent sampling (tested in tests/tasks/test_ntp.py) runs from `jetfm sample` too
     out = Store(sample(model, 6, tmp_path / "fit", max_length=32, consistent=True, max_redraws=2))
     assert out.manifest["source"]["consistent"] is True and out.n_jets("test") == 6

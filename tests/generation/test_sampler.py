@@ -278,6 +278,45 @@ def test_sampling_path_matches_training_forward(kmeans_tokenizer, model) -> None
             torch.testing.assert_close(hid_s, hid[:, t], rtol=1e-4, atol=1e-5)
 
 
+def test_prefix_temperature_applies_to_the_first_steps_only(kmeans_tokenizer) -> None:
+    """Greedy particles after two drawn prefix tokens: jets that share their first two tokens are
+    identical throughout, different prefixes occur, and cache / no cache still agree."""
+    from jetfm.models.sampler import generate_tokens
+
+    task = make_task(kmeans_tokenizer, position_embedding=True, max_length=20).eval()
+
+    def draw(use_cache: bool = True, **kw):
+        cfg = SamplingConfig(max_length=20, min_length=3, use_cache=use_cache, **kw)
+        return generate_tokens(
+            task.backbone,
+            task.head,
+            task.embed_tokens,
+            n_jets=64,
+            start_id=task.start_id,
+            stop_id=task.stop_id,
+            config=cfg,
+            generator=seeded_generator(0),
+            prefix_steps=2,
+        )
+
+    greedy = draw(temperature=0.0)
+    assert (greedy.ids == greedy.ids[:1]).all()  # no randomness at all
+    mixed = draw(temperature=0.0, prefix_temperature=1.0)
+    heads = {tuple(r[:2].tolist()) for r in mixed.ids}
+    assert len(heads) > 1
+    for h in heads:
+        rows = mixed.ids[[tuple(r[:2].tolist()) == h for r in mixed.ids]]
+        assert (rows == rows[:1]).all()
+    assert torch.equal(
+        draw(temperature=0.0, prefix_temperature=1.0, use_cache=False).ids, mixed.ids
+    )
+    # a prefix temperature equal to the temperature changes nothing
+    a, b = draw(temperature=0.7), draw(temperature=0.7, prefix_temperature=0.7)
+    assert torch.equal(a.ids, b.ids)
+    with pytest.raises(ConfigError, match="prefix_temperature"):
+        SamplingConfig(prefix_temperature=-0.5)
+
+
 def test_bad_settings(kmeans_tokenizer) -> None:
     with pytest.raises(ConfigError, match="top_p"):
         SamplingConfig(top_p=0.0)

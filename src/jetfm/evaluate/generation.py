@@ -92,6 +92,9 @@ class SampleConfig:
     ``jet_condition_from`` (jet tokens only): a store; each jet is generated in the jet-token bins
     (and class) of a jet drawn at random from its ``jet_condition_split``, so the GPT writes only
     the particles, for jet-level values distributed as in those jets (e.g. the training jets).
+    ``jet_temperature`` (jet tokens only): the temperature of the jet-token draws (null: the same
+    as the particles'), so a lower particle temperature need not sharpen the jet-level
+    distributions too.
     """
 
     checkpoint: Path = Path("runs/ntp")
@@ -99,6 +102,7 @@ class SampleConfig:
     n_jets: int = 1000
     batch_size: int = 256
     temperature: float = 1.0
+    jet_temperature: float | None = None
     top_k: int = 0
     top_p: float = 1.0
     max_length: int = 128
@@ -141,6 +145,7 @@ class SampleConfig:
     def sampling(self) -> SamplingConfig:
         return SamplingConfig(
             temperature=self.temperature,
+            prefix_temperature=self.jet_temperature,
             top_k=self.top_k,
             top_p=self.top_p,
             max_length=self.max_length,
@@ -534,6 +539,7 @@ def sample(
     *,
     batch_size: int = 256,
     temperature: float = 1.0,
+    jet_temperature: float | None = None,
     top_k: int = 0,
     top_p: float = 1.0,
     max_length: int = 128,
@@ -567,6 +573,7 @@ def sample(
         n_jets=n_jets,
         batch_size=batch_size,
         temperature=temperature,
+        jet_temperature=jet_temperature,
         top_k=top_k,
         top_p=top_p,
         max_length=max_length,
@@ -597,6 +604,12 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
     n_classes = int(task.config.n_classes)
     classes = _class_names(folder, n_classes) if n_classes > 0 else list(UNCONDITIONAL_CLASSES)
     _labels_for(cfg.class_label, classes, n_classes, 0, 1)  # fail early on a bad class
+    if cfg.jet_temperature is not None and not task.n_jet_tokens:
+        raise ConfigError(
+            "a model with jet tokens for jet_temperature",
+            field="jet_temperature",
+            found=f"{folder}: no jet tokens",
+        )
     bins = task.condition_bins(cfg.jet_condition) if cfg.jet_condition else None  # (m,)
     ref_labels = ref_bins = None
     if cfg.jet_condition_from is not None:

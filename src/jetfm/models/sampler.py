@@ -35,6 +35,10 @@ Each step draws one token per unfinished jet. Why the choices:
   float32 draws.
 * Filtering order: temperature, then top-k, then top-p (nucleus) on the renormalised distribution.
   ``temperature = 0`` is greedy (argmax); ``top_k = 1`` gives the same sequences.
+* ``prefix_temperature`` (default: ``temperature``) applies to the first ``prefix_steps`` draws
+  only: a task's conditioning tokens (a next-token model's jet tokens). A lower temperature makes
+  the particles of a jet more typical of their conditionals, but applied to the jet-level draws
+  it would also pull every jet towards the most common pT, mass and multiplicity bins.
 * STOP is forbidden until ``min_length`` particles exist (default 1: no empty jets); START is never
   sampled. A jet that reaches ``max_length`` without STOP is cut there (``stopped`` is False).
 
@@ -43,6 +47,7 @@ Shapes: B jets, b unfinished jets, T sequence positions so far, D width, V vocab
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -71,6 +76,8 @@ class SamplingConfig:
     """
 
     temperature: float = 1.0
+    #: temperature of the first ``prefix_steps`` draws of :func:`generate_tokens` (None: the same)
+    prefix_temperature: float | None = None
     top_k: int = 0
     top_p: float = 1.0
     max_length: int = 128  # particles per jet at most (the START/STOP tokens not counted)
@@ -84,6 +91,11 @@ class SamplingConfig:
         if not (self.temperature >= 0 and np.isfinite(self.temperature)):
             raise ConfigError(
                 "a finite temperature >= 0", field="temperature", found=self.temperature
+            )
+        pt = self.prefix_temperature
+        if pt is not None and not (pt >= 0 and np.isfinite(pt)):
+            raise ConfigError(
+                "a finite temperature >= 0 or null", field="prefix_temperature", found=pt
             )
         if self.top_k < 0:
             raise ConfigError("top_k >= 0 (0 = off)", field="top_k", found=self.top_k)
@@ -232,15 +244,20 @@ def generate_tokens(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     logit_bias: LogitBiasFn | None = None,
+    prefix_steps: int = 0,
 ) -> SampledTokens:
     """Sample ``n_jets`` token sequences ``START t_1 ... t_n [STOP]`` (see the module docstring).
 
     ``labels`` (B,) are passed to ``embed`` (class conditioning), restricted to the unfinished jets.
     ``forbidden_ids`` are never sampled (START always is). A seeded ``generator`` (CPU or on the
     model's device) makes the result reproducible for the same seed, batch size and settings.
-    ``logit_bias`` adds prefix-dependent terms to the logits (see the module docstring).
+    ``logit_bias`` adds prefix-dependent terms to the logits (see the module docstring). The first
+    ``prefix_steps`` draws use ``config.prefix_temperature`` (when set) instead of its temperature.
     """
     cfg = config or SamplingConfig()
+    prefix_cfg = cfg
+    if cfg.prefix_temperature is not None:
+        prefix_cfg = dataclasses.replace(cfg, temperature=cfg.prefix_temperature)
     if not backbone.config.causal:
         raise InputError("a causal backbone", field="backbone.causal", found=False)
     if n_jets < 0:
@@ -283,7 +300,7 @@ def generate_tokens(
                 logits[:, stop_id] = -float("inf")
             # drawn for all B jets: the random stream does not depend on b
             u = _uniforms(generator, B, device)[rows]
-            nxt = choose_tokens(logits, u, cfg)  # (b,)
+            nxt = choose_tokens(logits, u, prefix_cfg if step < prefix_steps else cfg)  # (b,)
             done = nxt == stop_id
             keep = ~done
             ids[rows[keep], step] = nxt[keep]

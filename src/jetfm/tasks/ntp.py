@@ -847,6 +847,7 @@ class NTPTask(Task):
                 labels=labels,
                 generator=generator,
                 logit_bias=bias,
+                prefix_steps=J,  # the jet tokens take config.prefix_temperature
             )
         finally:
             self.train(was_training)
