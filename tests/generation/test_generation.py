@@ -103,7 +103,7 @@ def test_tokenize_and_decode_is_the_tokenizer_limit(kmeans_tokenizer) -> None:
     assert 0.5 < float(np.median(ratio)) < 2.0
 
 
-def test_sample_store_reproducible_and_cache_independent(ntp_checkpoint, tmp_path) -> None:
+def test_sample_store_reproducible_and_cache_independent(ntp_checkpoint, tmp_path, capsys) -> None:
     kw = {"batch_size": 8, "max_length": 24, "seed": 7, "shard_size": 16}
     out = sample(ntp_checkpoint, 20, tmp_path / "a", **kw)
     st = Store(out)
@@ -120,9 +120,11 @@ def test_sample_store_reproducible_and_cache_independent(ntp_checkpoint, tmp_pat
     shutil.rmtree(tmp_path / "b")
     sample(ntp_checkpoint, 20, tmp_path / "b", **kw)
     (tmp_path / "b" / "manifest.json").unlink()
-    next((tmp_path / "b" / "shards").glob("*.h5")).unlink()
-    resumed = Store(sample(ntp_checkpoint, 20, tmp_path / "b", **kw)).read("test")
+    sorted((tmp_path / "b" / "shards").glob("*.h5"))[0].unlink()  # the first 16 jets
+    capsys.readouterr()
+    resumed = Store(sample(ntp_checkpoint, 20, tmp_path / "b", progress=True, **kw)).read("test")
     assert np.array_equal(resumed.particles["pt"], b.particles["pt"])
+    assert "sample: 16 jets in this call, 20 in the store" in capsys.readouterr().out
     # a finished store is not overwritten by accident; other settings do not mix into a partial run
     with pytest.raises(InputError, match="overwrite"):
         sample(ntp_checkpoint, 20, tmp_path / "b", **kw)

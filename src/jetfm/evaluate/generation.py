@@ -629,12 +629,22 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
     batches_per_shard = max(1, cfg.shard_size // cfg.batch_size)
     jets_per_shard = batches_per_shard * cfg.batch_size
     n_shards = math.ceil(cfg.n_jets / jets_per_shard)
+    todo = [k for k in range(n_shards) if not shard_exists(out, f"generated-{k:05d}")]
+    from tqdm.auto import tqdm
+
+    # per batch: a consistent run can take minutes per shard
+    bar = tqdm(
+        total=cfg.n_jets,
+        initial=cfg.n_jets
+        - sum(min(jets_per_shard, cfg.n_jets - k * jets_per_shard) for k in todo),
+        desc="sample",
+        unit="jet",
+        disable=not progress,
+    )
     t0 = time.perf_counter()
-    draws = misfits = 0  # consistent sampling: draws taken, jets kept outside their bins
-    for k in range(n_shards):
+    made = draws = misfits = 0  # jets sampled in this call; consistent: draws, jets off their bins
+    for k in todo:
         name = f"generated-{k:05d}"
-        if shard_exists(out, name):
-            continue
         parts = []
         for j in range(batches_per_shard):
             start = k * jets_per_shard + j * cfg.batch_size
@@ -658,9 +668,12 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
                 max_redraws=cfg.max_redraws,
                 bin_tolerance=cfg.bin_tolerance,
             )
+            made += n
+            bar.update(n)
             if toks.draws is not None and toks.consistent is not None:
                 draws += int(toks.draws.sum())
                 misfits += int((~toks.consistent).sum())
+                bar.set_postfix(draws_per_jet=f"{draws / made:.2f}", off_bins=misfits)
             parts.append(
                 decode_to_jets(
                     toks.ids,
@@ -674,13 +687,13 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
             )
         batch = JetBatch.concatenate(parts)
         write_shard(out, name, batch, split="test", attrs={"seed": cfg.seed, "shard": k})
-        if progress:
-            done = min(cfg.n_jets, (k + 1) * jets_per_shard)
-            rate = done / max(time.perf_counter() - t0, 1e-9)
-            msg = f"sample: {done}/{cfg.n_jets} jets ({rate:.1f} jets/s)"
-            if cfg.consistent and draws:
-                msg += f", {draws / done:.2f} draws per jet, {misfits} kept outside their bins"
-            print(msg, flush=True)
+    bar.close()
+    if progress and made:
+        rate = made / max(time.perf_counter() - t0, 1e-9)
+        msg = f"sample: {made} jets in this call, {cfg.n_jets} in the store ({rate:.1f} jets/s)"
+        if cfg.consistent and draws:
+            msg += f", {draws / made:.2f} draws per jet, {misfits} kept outside their bins"
+        print(msg, flush=True)
     source = {
         "generator": "jetfm sample (next-token model)",
         "checkpoint": str(folder.resolve()),
