@@ -138,7 +138,8 @@ class NTPConfig:
     subjet_radius: float = 0.2
     #: with ``order: subjets``: write the seeds (hardest particles) of this many leading subjets
     #: first, then every subjet's remaining particles; the model decides where the prongs sit
-    #: before it fills them in (:func:`subjet_order`). 0 = off
+    #: before it fills them in (:func:`subjet_order`). 0 = off. Measured on top+QCD (BENCHMARKS.md,
+    #: run N) it made the generated substructure worse, so no shipped config sets it
     subjet_seeds_first: int = 0
     #: parallel scheduled sampling (Duckworth et al., arXiv 1906.04331), a remedy for exposure
     #: bias: in training, each particle input is replaced with this probability by a token drawn
