@@ -5,8 +5,9 @@ them back to physical jets (the same path generated jets take), then score them 
 with the generation metrics (KL in quantile bins, W1M, W1P, W1EFP, FPD), each divided by its truth
 floor (test vs val, same number of jets). A generator can at best reach these ratios, so a recipe
 whose decoded jets already miss the floor by far cannot meet a "within 2x of the floor" target.
-Recipes are ``kmeans:K:POWER[:ANGULAR]`` (k-means, K cells, particles weighted by pT^POWER,
-deta and dphi weighted by ANGULAR in the distance: ``kmeans_feature_weights``) or a tokenizer
+Recipes are ``kmeans:K:POWER[:ANGULAR[:RESIDUAL]]`` (k-means, K cells, particles weighted by pT^POWER,
+deta and dphi weighted by ANGULAR in the distance: ``kmeans_feature_weights``; two-level tokens,
+K / RESIDUAL cells x RESIDUAL shared residual codes: ``kmeans_residual_codes``) or a tokenizer
 checkpoint folder (e.g. a trained VQ-VAE).
 
     python benchmarks/generation_tokenizers.py --store data/topqcd \\
@@ -37,14 +38,16 @@ from jetfm.tokenizers.store import train_tokenizer_on_store
 def _tokenizer(recipe: str, store: str, out: Path, max_particles: int) -> Tokenizer:
     if not recipe.startswith("kmeans:"):
         return Tokenizer.from_pretrained(recipe)
-    _, k, power, *angular = recipe.split(":")
-    weights = {"deta": float(angular[0]), "dphi": float(angular[0])} if angular else {}
+    _, k, power, *rest = recipe.split(":")
+    angular = float(rest[0]) if rest else 1.0
+    weights = {"deta": angular, "dphi": angular} if angular != 1.0 else {}
     cfg = from_dict(
         TokenizerConfig,
         {
             "type": "kmeans",
             "codebook_size": int(k),
             "kmeans_feature_weights": weights,
+            "kmeans_residual_codes": int(rest[1]) if len(rest) > 1 else 0,
             "quantizer": {"kmeans_iters": 15},
             "train": {
                 "max_kmeans_particles": 1_000_000,

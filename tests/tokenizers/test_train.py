@@ -189,6 +189,45 @@ def test_kmeans_feature_weights_give_finer_cells(mixture, mixture_val, tmp_path)
         from_dict(TokenizerConfig, {"kmeans_feature_weights": {"deta": 2.0}})  # a VQ-VAE
 
 
+def test_two_level_kmeans_tokens(mixture, mixture_val, tmp_path) -> None:
+    """kmeans_residual_codes: token = cell x R + residual code, where the cell is the nearest cell
+    centroid and the residual code the nearest shared code of the offset in cell spreads; it
+    decodes to centroid + spread x code, beats its cells alone and survives a save."""
+    cfg = small_cfg("kmeans", steps=1, codebook_size=32, kmeans_residual_codes=4)
+    assert cfg.n_cells == 8
+    tok = Tokenizer.from_pretrained(train_tokenizer(cfg, mixture, None, None, tmp_path / "two"))
+    assert tok.cell_centroids.shape == (8, 3) and tok.residual_codes.shape == (4, 3)
+    assert bool((tok.cell_spread > 0).all())
+    x, m = mixture_val["x"], mixture_val["mask"]
+    ids = tok.encode(x, m)
+    cell = torch.cdist(x[m], tok.cell_centroids).argmin(dim=1)
+    offset = (x[m] - tok.cell_centroids[cell]) / tok.cell_spread[cell]
+    res = torch.cdist(offset, tok.residual_codes).argmin(dim=1)
+    assert torch.equal(ids[m], cell * 4 + res)
+    want = tok.cell_centroids[cell] + tok.cell_spread[cell] * tok.residual_codes[res]
+    torch.testing.assert_close(tok.decode(ids, m)[m], want)
+    # the cells' spreads are the RMS offsets of the fitted particles in each cell
+    train_x = mixture["x"][mixture["mask"]]
+    c_train = torch.cdist(train_x, tok.cell_centroids).argmin(dim=1)
+    k = int(torch.bincount(c_train).argmax())
+    rms = (train_x[c_train == k] - tok.cell_centroids[k]).square().mean(dim=0).sqrt()
+    torch.testing.assert_close(tok.cell_spread[k], rms, rtol=1e-4, atol=1e-5)
+
+    def mse(t: Tokenizer) -> float:
+        return float(((t.decode(t.encode(x, m), m)[m] - x[m]) ** 2).mean())
+
+    cells_only = small_cfg("kmeans", steps=1, codebook_size=8)
+    flat8 = Tokenizer.from_pretrained(
+        train_tokenizer(cells_only, mixture, None, None, tmp_path / "8")
+    )
+    assert mse(tok) < 0.6 * mse(flat8)  # 4 residual codes per cell: about half the error
+    for bad in ({"kmeans_residual_codes": 5}, {"kmeans_residual_codes": 32}):
+        with pytest.raises(ConfigError, match="kmeans_residual_codes"):
+            from_dict(TokenizerConfig, {"type": "kmeans", "codebook_size": 32, **bad})
+    with pytest.raises(ConfigError, match="kmeans_residual_codes"):
+        from_dict(TokenizerConfig, {"codebook_size": 32, "kmeans_residual_codes": 4})  # a VQ-VAE
+
+
 def test_kmeans_pt_weight_needs_log_pt(mixture, tmp_path) -> None:
     cfg = small_cfg("kmeans", steps=1, codebook_size=8, feature_names=["deta", "dphi", "pt_rel"])
     cfg.train.kmeans_pt_weight = 0.5

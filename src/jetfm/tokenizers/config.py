@@ -129,6 +129,14 @@ class TokenizerConfig:
     #: finer cells at the others' expense, e.g. ``{deta: 1.5, dphi: 1.5}`` for the angular
     #: structure N-subjettiness sees (measured in BENCHMARKS.md, "tokenizer resolution")
     kmeans_feature_weights: dict[str, float] = field(default_factory=dict)
+    #: ``kmeans`` only, 0 = off: two-level tokens. ``codebook_size / kmeans_residual_codes``
+    #: k-means cells, then each particle's offset from its cell's centroid, divided by the cell's
+    #: spread (per feature), is quantised by one shared codebook of this many residual codes;
+    #: token = cell x kmeans_residual_codes + residual code. A token's two parts keep their
+    #: meaning across cells (where in the cell, in units of its size), so a next-token model can
+    #: predict a large vocabulary as cell, then residual (``task.factorised_head``) instead of
+    #: through one softmax over every token
+    kmeans_residual_codes: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.feature_names, list):
@@ -182,6 +190,26 @@ class TokenizerConfig:
                 field="kmeans_feature_weights",
                 found=bad,
             )
+
+        r = self.kmeans_residual_codes
+        if r < 0 or (r and self.type != "kmeans"):
+            raise ConfigError(
+                ">= 0, and 0 unless type: kmeans",
+                field="kmeans_residual_codes",
+                found=f"{r} with type {self.type}",
+            )
+        if r and (r < 2 or self.codebook_size % r or self.codebook_size // r < 2):
+            raise ConfigError(
+                "a divisor >= 2 of codebook_size that leaves >= 2 cells",
+                field="kmeans_residual_codes",
+                found=f"{r} with codebook_size {self.codebook_size}",
+            )
+
+    @property
+    def n_cells(self) -> int:
+        """Coarse cells of a two-level k-means tokenizer (``codebook_size`` without residuals)."""
+        r = self.kmeans_residual_codes
+        return self.codebook_size // r if r else self.codebook_size
 
     @property
     def n_features(self) -> int:

@@ -4,6 +4,14 @@ The baseline of MPM's discretisation study: no network, a particle's token depen
 features only, and decoding returns the centroid. Fitting is Lloyd's algorithm in torch
 (:func:`jetfm.nn.quantizers.kmeans`, the same fused nearest-centroid search the VQ layer uses) on a
 seeded random sample of real particles, so it is deterministic and runs on any device.
+
+Two-level tokens (``kmeans_residual_codes`` R > 0): C = K / R cells are fitted as above; each
+particle's offset from its cell's centroid, divided by the cell's (weighted) RMS spread per
+feature, is then quantised by one shared k-means codebook of R residual codes. Token
+``c * R + r`` decodes to ``centroid_c + spread_c * residual_r``. Why: the GPT must pick among K
+tokens at each step, and the decoded jets' N-subjettiness needs K ~ 65,536 cells (BENCHMARKS.md);
+one softmax over that many is too slow on a CPU. With two levels it predicts a cell (C-way), then
+a residual code (R-way) whose meaning is shared by every cell.
 """
 
 from __future__ import annotations
@@ -29,6 +37,12 @@ class KMeansTokenizer(Tokenizer):
         super().__init__(config, preprocessing)
         self.register_buffer("centroids", torch.zeros(config.codebook_size, config.n_features))
         self.register_buffer("fitted", torch.tensor(False))
+        R = config.kmeans_residual_codes
+        if R:  # two-level tokens: their parts (see the module docstring), saved with the state
+            C, F = config.n_cells, config.n_features
+            self.register_buffer("cell_centroids", torch.zeros(C, F))  # (C, F) unweighted units
+            self.register_buffer("cell_spread", torch.ones(C, F))  # (C, F) unweighted units
+            self.register_buffer("residual_codes", torch.zeros(R, F))  # (R, F) in spreads
         #: (F,) distance weights; not state: they come from the config
         self.register_buffer(
             "feature_scale", torch.tensor(config.feature_weights()), persistent=False
@@ -58,14 +72,39 @@ class KMeansTokenizer(Tokenizer):
         gen = torch.Generator(device="cpu").manual_seed(seed)
         iters = self.config.quantizer.kmeans_iters if iters is None else iters
         scale = self.feature_scale  # (F,)
-        cent = kmeans(
-            particles.to(self.centroids.device).float() * scale,
-            self.codebook_size,
+        xs = particles.to(self.centroids.device).float() * scale  # (M, F) weighted units
+        if weights is not None:
+            weights = weights.to(xs.device).float()
+        cent = kmeans(xs, self.config.n_cells, iters=iters, generator=gen, weights=weights)
+        if not self.config.kmeans_residual_codes:
+            self.centroids.copy_(cent / scale)
+            self.fitted.fill_(True)
+            return self
+        # two levels: each cell's weighted RMS spread (C, F), then k-means of the offsets in it
+        assign = nearest_code(xs, cent)  # (M,)
+        resid = xs - cent[assign]  # (M, F)
+        w = torch.ones(len(xs), device=xs.device) if weights is None else weights
+        C = cent.shape[0]
+        w_sum = torch.zeros(C, device=xs.device).index_add_(0, assign, w)  # (C,)
+        sq = torch.zeros_like(cent).index_add_(0, assign, resid.square() * w[:, None])  # (C, F)
+        spread = (sq / w_sum.clamp_min(1e-30)[:, None]).sqrt()  # (C, F)
+        # a cell with one particle (or none) has no spread: give it the median of the others,
+        # and keep every spread above a small floor so that no offset divides by zero
+        ok = (w_sum > 0) & (spread > 0).all(dim=1)
+        typical = spread[ok].median(dim=0).values if bool(ok.any()) else xs.std(dim=0)
+        spread = torch.where(ok[:, None], spread, typical).clamp_min(1e-4 * float(typical.max()))
+        codes = kmeans(
+            resid / spread[assign],
+            self.config.kmeans_residual_codes,
             iters=iters,
             generator=gen,
             weights=weights,
-        )
-        self.centroids.copy_(cent / scale)
+        )  # (R, F)
+        self.cell_centroids.copy_(cent / scale)
+        self.cell_spread.copy_(spread / scale)
+        self.residual_codes.copy_(codes)
+        table = self.cell_centroids[:, None] + self.cell_spread[:, None] * codes[None]  # (C, R, F)
+        self.centroids.copy_(table.reshape(-1, self.n_features))
         self.fitted.fill_(True)
         return self
 
@@ -104,9 +143,14 @@ class KMeansTokenizer(Tokenizer):
         self._check_fitted()
         q = self.config.quantizer
         scale = self.feature_scale  # (F,)
-        return nearest_code(
-            x[mask] * scale, self.centroids * scale, chunk_size=q.chunk_size, backend=q.backend
-        )
+        R = self.config.kmeans_residual_codes
+        table = self.cell_centroids if R else self.centroids  # (C, F)
+        xs = x[mask]  # (M, F)
+        cell = nearest_code(xs * scale, table * scale, chunk_size=q.chunk_size, backend=q.backend)
+        if not R:
+            return cell
+        offset = (xs - self.cell_centroids[cell]) / self.cell_spread[cell]  # (M, F) in spreads
+        return cell * R + nearest_code(offset, self.residual_codes, chunk_size=q.chunk_size)
 
     def _decode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
