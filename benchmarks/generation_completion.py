@@ -106,7 +106,7 @@ def main() -> None:
         with torch.no_grad():
             out = generate_tokens(
                 task.backbone,
-                task.head,
+                task.output_head(),
                 task.embed_tokens,
                 n_jets=len(sel),
                 start_id=task.start_id,

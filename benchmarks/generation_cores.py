@@ -39,6 +39,8 @@ POSITIONS = (2, 3, 10)
 
 def teacher_forced(run: Path, reference: str, n_jets: int, max_length: int) -> None:
     task = load_ntp(resolve_ntp_checkpoint(run), torch.device("cpu")).eval()
+    if task.residual_head is not None:
+        sys.exit(f"{run}: a factorised head; the teacher-forced check reads one flat softmax")
     pre = Preprocessing.load(run / "preprocessing.json")
     cfg = LoaderConfig(batch_size=n_jets, max_particles=max_length, shuffle=True, bucketing=False)
     batch = next(iter(make_dataloader(reference, "val", pre, cfg)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 from torch import nn
 
@@ -43,6 +45,22 @@ class GridTokenizer(nn.Module):
         out[..., 0] = centre(ids // self.bins)
         out[..., 1] = centre(ids % self.bins)
         return out * mask[..., None]
+
+
+class TwoLevelGridTokenizer(GridTokenizer):
+    """The grid as a two-level vocabulary: cell = the feature-0 bin, residual code = the
+    feature-1 bin (``kmeans_residual_codes = bins``), as a two-level k-means tokenizer lays out
+    its ids."""
+
+    def __init__(self, bins: int = 4, preprocessing: dict | None = None) -> None:
+        super().__init__(bins, preprocessing=preprocessing)
+        self.config = SimpleNamespace(kmeans_residual_codes=bins)
+
+    @property
+    def cell_centroids(self) -> torch.Tensor:
+        ids = torch.arange(self.bins)[:, None] * self.bins + self.bins // 2  # (C, 1)
+        feats = self.decode(ids, torch.ones_like(ids, dtype=torch.bool))[:, 0]  # (C, F)
+        return feats * torch.tensor([1.0, 0.0, 1.0])  # centred on feature 1
 
 
 def synthetic_batch(B: int = 32, N: int = 12, F: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:

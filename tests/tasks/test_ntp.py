@@ -767,3 +767,120 @@ def test_tau_jet_tokens_train_and_sample(jet_tokenizer: GridTokenizer) -> None:
     assert out.prefix.shape == (6, 4) and out.draws is not None
     with pytest.raises(ConfigError, match="preprocessing"):
         NTPTask(NTPConfig(backbone=TINY, jet_tokens=["tau32"]), tokenizer=GridTokenizer())
+
+
+# ---------------------------------------------------------------------- factorised head
+def test_factorised_head_nll_is_the_tokens(jet_tokenizer: GridTokenizer) -> None:
+    """With a two-level tokenizer the loss is the token's NLL, -log p(cell) - log p(residual |
+    cell), computed here by hand from the two heads; jet tokens and STOP are cells' peers."""
+    from .fakes import TwoLevelGridTokenizer
+
+    torch.manual_seed(0)
+    tok = TwoLevelGridTokenizer(preprocessing=GRID_PRE)
+    cfg = NTPConfig(backbone=TINY, factorised_head=True, **JET_TOKENS)
+    task = NTPTask(cfg, tokenizer=tok).eval()
+    _fit(task)
+    K, C, R = 16, 4, 4
+    assert (task.n_cells, task.n_residuals, task.head_size, task.vocab_size) == (4, 4, 14, 26)
+    # token 14 = cell 3, residual 2; START 16 -> 4, STOP 17 -> 5, jet token 20 -> 8; IGNORE stays
+    ids = torch.tensor([14, 16, 17, 20, IGNORE_ID])
+    assert task.head_ids(ids).tolist() == [3, 4, 5, 8, IGNORE_ID]
+    assert task.output_head().head_ids(ids[:4]).tolist() == [3, 4, 5, 8]
+    b = synthetic_batch(B=6, N=8)
+    seq = task.build_sequences(b["x"], b["mask"])
+    with torch.no_grad():
+        hid = task.backbone.encode(task._embed(seq["inputs"], None, None, 0), seq["input_mask"])
+        out = task.loss(b)
+        total, count = 0.0, 0
+        for i in range(6):
+            for p in range(seq["targets"].shape[1]):
+                t = int(seq["targets"][i, p])
+                if t == IGNORE_ID:
+                    continue
+                row = min(p, 2)  # the two jet positions, then particle positions
+                logp = (task.head(hid[i, p]) + task.vocab_mask[row]).log_softmax(-1)
+                if t < K:
+                    res = task.residual_head(hid[i, p], torch.tensor(t // R)).log_softmax(-1)
+                    total -= float(logp[t // R] + res[t % R])
+                else:
+                    total -= float(logp[t - K + C])
+                count += 1
+    assert float(out["loss"]) == pytest.approx(total / count, rel=1e-5)
+    with pytest.raises(ConfigError, match="two-level"):
+        NTPTask(NTPConfig(backbone=TINY, factorised_head=True), tokenizer=GridTokenizer())
+    with pytest.raises(ConfigError, match="factorised_head"):
+        NTPConfig(backbone=TINY, factorised_head=True, neighbour_prior=True)
+
+
+@pytest.mark.parametrize("geometric", [False, True])
+def test_factorised_head_trains_and_samples(tmp_path, geometric: bool) -> None:
+    """A factorised model trains, samples the same jets with and without the KV cache, keeps
+    the drawn multiplicity bins (head-id masks) and round-trips a save."""
+    from .fakes import TwoLevelGridTokenizer
+
+    torch.manual_seed(0)
+    tok = TwoLevelGridTokenizer(preprocessing=GRID_PRE)
+    bb = BackboneConfig(dim=32, depth=2, heads=4, causal=True, input="hybrid", n_features=3)
+    cfg = NTPConfig(
+        backbone=bb,
+        n_classes=2,
+        hybrid_features="decoded",
+        max_length=12,
+        position_embedding=True,
+        factorised_head=True,
+        geometric_head=geometric,
+        jet_tokens=["n_particles", "pt"],
+        jet_token_bins=4,
+    )
+    task = NTPTask(cfg, tokenizer=tok)
+    _fit(task)
+    opt = torch.optim.AdamW(task.trainable_parameters(), lr=3e-3)
+    losses = []
+    for step in range(40):
+        out = task.loss(synthetic_batch(seed=step % 4))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5]), losses
+    labels = torch.tensor([0, 1] * 50)
+    a, b = (
+        task.sample_tokens(
+            100,
+            SamplingConfig(max_length=12, use_cache=cache, top_k=3),
+            labels=labels,
+            generator=torch.Generator().manual_seed(1),
+        )
+        for cache in (True, False)
+    )
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.prefix, b.prefix)
+    assert int(a.ids[a.mask].min()) >= 0 and int(a.ids.max()) < 16
+    assert len(set(a.ids[a.mask].tolist())) > 4  # residual codes are drawn, not just cells
+    fit = task.sample_tokens(
+        100,
+        SamplingConfig(max_length=12),
+        labels=labels,
+        generator=torch.Generator().manual_seed(2),
+        consistent=True,
+    )
+    lo, hi = task.multiplicity_range()
+    n_bin = fit.prefix[:, 0]
+    assert bool(((fit.lengths >= lo[n_bin]) & (fit.lengths <= hi[n_bin])).all())
+    # greedy: the argmax cell, then its argmax residual code
+    g = task.sample_tokens(4, SamplingConfig(max_length=12, temperature=0), labels=labels[:4])
+    two = task.output_head()
+    hid = torch.randn(3, 32)
+    with torch.no_grad():
+        cell = two.cells(hid)[:, :4].argmax(-1)
+        want = cell * 4 + two.residuals(hid, cell).argmax(-1)
+        got = two.draw(hid, cell, torch.rand(3), SamplingConfig(temperature=0))
+    assert torch.equal(got, want) and g.ids.shape == (4, 12)
+    from jetfm.core.checkpoint import load_checkpoint
+
+    task.eval().save_pretrained(tmp_path / "ntp")
+    ckpt = load_checkpoint(tmp_path / "ntp" / "task", kind="task")
+    again = build_task(ckpt.config, tokenizer=tok).eval()
+    missing, unexpected = again.load_state_dict(ckpt.state_dict, strict=False)
+    assert not unexpected and all(k.startswith("tokenizer.") for k in missing)  # saved apart
+    batch = synthetic_batch(B=4, N=6)
+    torch.testing.assert_close(task.loss(batch)["loss"], again.loss(batch)["loss"])

@@ -3,6 +3,8 @@
 * :class:`TokenHead` - logits over token ids (masked particle modelling, next-token prediction);
 * :class:`GeometricTokenHead` - the same, with each code's output row tied to its decoded features,
   so neighbouring codes share what is learned about them;
+* :class:`ResidualCodeHead` - the second level of a two-level vocabulary: logits over residual
+  codes given the hidden state and the cell drawn first;
 * :class:`NeighbourPrior` - a log-prior over codes near earlier particles (a pointer mixture), added
   to a token head's logits in next-token generation;
 * :class:`RegressionHead` - continuous per-particle outputs (e.g. standardised features);
@@ -123,6 +125,29 @@ class GeometricTokenHead(nn.Module):
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self.weight())
         return F.linear(h, self._cache[1], self.proj.bias)
+
+
+class ResidualCodeHead(nn.Module):
+    """hidden (..., D) and a cell id (...,) -> logits (..., R) over R residual codes.
+
+    The second factor of ``p(token) = p(cell) p(residual | cell)`` for a two-level tokenizer
+    (``kmeans_residual_codes``): R is shared by all C cells and a residual code means the same
+    relative place in every cell, so one R-way projection serves them all; the cell enters as a
+    learned embedding added before a GELU layer. Cost per position: O(D^2 + R D), against
+    O(C R D) for one softmax over every token.
+    """
+
+    def __init__(self, dim: int, n_cells: int, n_codes: int) -> None:
+        super().__init__()
+        self.cell_embed = nn.Embedding(n_cells, dim)
+        nn.init.normal_(self.cell_embed.weight, std=0.02)
+        self.hidden = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, n_codes)
+
+    def forward(self, h: Tensor, cell: Tensor) -> Tensor:
+        z = F.gelu(self.hidden(h) + self.cell_embed(cell))  # (..., D)
+        return self.proj(self.norm(z))  # (..., R)
 
 
 def projection_in_dtype(head: nn.Module, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:

@@ -39,6 +39,11 @@ Each step draws one token per unfinished jet. Why the choices:
   only: a task's conditioning tokens (a next-token model's jet tokens). A lower temperature makes
   the particles of a jet more typical of their conditionals, but applied to the jet-level draws
   it would also pull every jet towards the most common pT, mass and multiplicity bins.
+* **Two-level vocabularies** (``head`` a :class:`TwoLevelHead`): the head scores cells and special
+  ids (C + S logits), the chosen cell's residual code is drawn next from a second head (R logits),
+  with a second uniform of its own; the token is ``cell * R + residual``. Temperature, top-k and
+  top-p act on each of the two draws. ``forbidden_ids``, STOP and ``logit_bias`` live in the
+  head's space (cells, then the special ids, :meth:`TwoLevelHead.head_ids`).
 * STOP is forbidden until ``min_length`` particles exist (default 1: no empty jets); START is never
   sampled. A jet that reaches ``max_length`` without STOP is cut there (``stopped`` is False).
 
@@ -113,6 +118,44 @@ class SamplingConfig:
                 field="min_length",
                 found=self.min_length,
             )
+
+
+@dataclass
+class TwoLevelHead:
+    """A head over a two-level vocabulary (``p(token) = p(cell) p(residual | cell)``).
+
+    Tokens ``0 .. C*R - 1`` are ``cell * R + residual``; ids from ``C*R`` on (START, STOP, ...) are
+    special. ``cells`` maps hidden states (b, D) to logits (b, C + S) over the C cells and the S
+    special ids in their order; ``residuals`` maps (hidden (b, D), cell (b,)) to logits (b, R).
+    """
+
+    cells: HeadFn
+    residuals: Callable[[Tensor, Tensor], Tensor]
+    n_cells: int
+    n_residuals: int
+
+    @property
+    def n_codes(self) -> int:
+        return self.n_cells * self.n_residuals
+
+    def head_ids(self, ids: Tensor) -> Tensor:
+        """Token ids (any shape) -> head ids: the cell of a particle token, special ids shifted
+        to follow the cells."""
+        K, C = self.n_codes, self.n_cells
+        return torch.where(
+            ids >= K, ids - K + C, torch.div(ids, self.n_residuals, rounding_mode="floor")
+        )
+
+    def draw(self, hid: Tensor, choice: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
+        """Head ids ``choice`` (b,) drawn from :attr:`cells` -> token ids (b,): a drawn cell's
+        residual code is drawn from :attr:`residuals` with uniforms ``u`` (b,)."""
+        K, C = self.n_codes, self.n_cells
+        out = choice - C + K  # special ids
+        cell = choice < C
+        if bool(cell.any()):
+            logits = self.residuals(hid[cell], choice[cell]).float()  # (c, R)
+            out[cell] = choice[cell] * self.n_residuals + choose_tokens(logits, u[cell], cfg)
+        return out
 
 
 @dataclass
@@ -232,7 +275,7 @@ def _uniforms(generator: torch.Generator | None, B: int, device: torch.device) -
 
 def generate_tokens(
     backbone: Backbone,
-    head: HeadFn,
+    head: HeadFn | TwoLevelHead,
     embed: EmbedFn,
     *,
     n_jets: int,
@@ -253,6 +296,7 @@ def generate_tokens(
     model's device) makes the result reproducible for the same seed, batch size and settings.
     ``logit_bias`` adds prefix-dependent terms to the logits (see the module docstring). The first
     ``prefix_steps`` draws use ``config.prefix_temperature`` (when set) instead of its temperature.
+    A :class:`TwoLevelHead` draws a cell (or special id), then the cell's residual code.
     """
     cfg = config or SamplingConfig()
     prefix_cfg = cfg
@@ -275,6 +319,12 @@ def generate_tokens(
         if labels.shape != (B,):
             raise InputError(f"labels of shape ({B},)", field="labels", found=tuple(labels.shape))
     never = torch.tensor(sorted({start_id, *forbidden_ids}), dtype=torch.long, device=device)
+    two = head if isinstance(head, TwoLevelHead) else None
+    head_stop = stop_id
+    if two is not None:  # masks act on the cells-and-specials logits
+        never = two.head_ids(never)
+        head_stop = int(two.head_ids(torch.tensor(stop_id)))
+        head = two.cells
 
     # inference mode: no autograd bookkeeping on the many small ops of each step; ids and stopped
     # were made outside it, so they stay ordinary tensors
@@ -297,10 +347,13 @@ def generate_tokens(
                 logits = logits + logit_bias(hid, ids[rows, :step]).float()
             logits[:, never] = -float("inf")
             if step < cfg.min_length:
-                logits[:, stop_id] = -float("inf")
+                logits[:, head_stop] = -float("inf")
             # drawn for all B jets: the random stream does not depend on b
             u = _uniforms(generator, B, device)[rows]
-            nxt = choose_tokens(logits, u, prefix_cfg if step < prefix_steps else cfg)  # (b,)
+            step_cfg = prefix_cfg if step < prefix_steps else cfg
+            nxt = choose_tokens(logits, u, step_cfg)  # (b,)
+            if two is not None:
+                nxt = two.draw(hid, nxt, _uniforms(generator, B, device)[rows], step_cfg)
             done = nxt == stop_id
             keep = ~done
             ids[rows[keep], step] = nxt[keep]

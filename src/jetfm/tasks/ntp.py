@@ -38,8 +38,17 @@ hard core it belongs to, where in pT order it comes after every prong's core. ``
 puts the seeds of the leading subjets (a top jet's three prongs) before all of that, so the model
 lays out the prongs before it fills any of them in.
 
+With ``factorised_head`` and a two-level tokenizer (``kmeans_residual_codes`` R: token =
+cell * R + residual code, C = K / R cells) the output is factorised as ``p(t) = p(cell) p(residual
+| cell)``: one head scores the C cells and the special ids (``C + 2 + J * bins`` logits), a second
+(:class:`~jetfm.models.heads.ResidualCodeHead`) the R residual codes given the true cell in
+training, the drawn one in sampling. The loss is still the negative log-likelihood of the token,
+comparable with a flat head's, but no (B, L, K) logits are ever built: a 65,536-token vocabulary
+costs a 256-way and a 256-way softmax. "Head ids" below are ids in the first head's space: cells,
+then the special ids in their order (equal to the token ids without factorisation).
+
 Shapes: B jets, N particles, J jet tokens, L = J + N + 1 sequence positions, D width,
-V = K + 2 + J * bins vocabulary.
+V = K + 2 + J * bins vocabulary, H head ids (V, or C + 2 + J * bins when factorised).
 """
 
 from __future__ import annotations
@@ -58,8 +67,14 @@ from torch import Tensor, nn
 
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone, BackboneConfig
-from jetfm.models.heads import GeometricTokenHead, NeighbourPrior, TokenHead
-from jetfm.models.sampler import SampledTokens, SamplingConfig, choose_tokens, generate_tokens
+from jetfm.models.heads import GeometricTokenHead, NeighbourPrior, ResidualCodeHead, TokenHead
+from jetfm.models.sampler import (
+    SampledTokens,
+    SamplingConfig,
+    TwoLevelHead,
+    choose_tokens,
+    generate_tokens,
+)
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 from jetfm.tasks.jet_structure import (
     front_pack,
@@ -148,6 +163,10 @@ class NTPConfig:
     #: model real prefixes, while a sampled jet is built on its own, slightly wrong, particles.
     #: Validation stays teacher-forced. 0 = off
     scheduled_sampling: float = 0.0
+    #: predict a two-level tokenizer's tokens as cell, then residual code (see the module
+    #: docstring); needs a tokenizer with ``kmeans_residual_codes``. With ``geometric_head`` the
+    #: cells' rows are tied to the cell centroids
+    factorised_head: bool = False
 
     def __post_init__(self) -> None:
         if not self.backbone.causal:
@@ -222,6 +241,13 @@ class NTPConfig:
                 "geometric_head: true with geometric_angular: true",
                 field="task.geometric_angular",
                 found="geometric_head false",
+            )
+        if self.factorised_head and (self.neighbour_prior or self.scheduled_sampling > 0):
+            raise ConfigError(
+                "neighbour_prior: false and scheduled_sampling: 0 with factorised_head: true",
+                field="task.factorised_head",
+                found=f"neighbour_prior {self.neighbour_prior}, scheduled_sampling"
+                f" {self.scheduled_sampling}",
             )
         if self.geometric_head and self.head_transform:
             raise ConfigError(
@@ -302,10 +328,24 @@ class NTPTask(Task):
                 table = tokenizer.decode(codes, torch.ones_like(codes, dtype=torch.bool))[:, 0]
         self.code_features: Tensor | None
         self.register_buffer("code_features", table, persistent=False)
+        # a two-level vocabulary (C cells x R residual codes) or a flat one (C = K, R = 1)
+        R = int(getattr(getattr(tokenizer, "config", None), "kmeans_residual_codes", 0) or 0)
+        if config.factorised_head and not R:
+            raise ConfigError(
+                "a two-level tokenizer (kmeans_residual_codes > 0) for factorised_head",
+                field="task.factorised_head",
+                found=f"tokenizer {config.tokenizer} with one level",
+            )
+        R = R if config.factorised_head else 1
+        C = K // R
+        self.n_cells, self.n_residuals = C, R
+        self.head_size = C + vocab - K  # H: cells (or codes), then the special ids
         if config.geometric_head:
-            self.head: nn.Module = GeometricTokenHead(D, self.code_features, n_special=vocab - K)
+            cells = tokenizer.cell_centroids if R > 1 else self.code_features  # type: ignore[attr-defined]
+            self.head: nn.Module = GeometricTokenHead(D, cells, n_special=vocab - K)
         else:
-            self.head = TokenHead(D, vocab, config.head_transform)
+            self.head = TokenHead(D, self.head_size, config.head_transform)
+        self.residual_head = ResidualCodeHead(D, C, R) if R > 1 else None
         if config.geometric_angular:
             angular = _angular_features(tokenizer, "task.geometric_angular")
             other = [i for i in range(self.head.frequencies.shape[0]) if i not in angular]
@@ -330,17 +370,17 @@ class NTPTask(Task):
             "jet_edges", torch.full((J, max(n_bins - 1, 1)), float("nan")), persistent=J > 0
         )
         self._edges_checked = False
-        # additive logit masks (J + 1, V): row j < J allows observable j's bins only, row J (every
-        # particle position) codes and STOP only
-        allowed = torch.zeros(J + 1, vocab, dtype=torch.bool)
+        # additive logit masks (J + 1, H) over head ids: row j < J allows observable j's bins only,
+        # row J (every particle position) codes (cells) and STOP only
+        allowed = torch.zeros(J + 1, self.head_size, dtype=torch.bool)
         for j in range(J):
-            allowed[j, K + 2 + j * n_bins : K + 2 + (j + 1) * n_bins] = True
-        allowed[J, :K] = True
-        allowed[J, self.stop_id] = True
+            allowed[j, C + 2 + j * n_bins : C + 2 + (j + 1) * n_bins] = True
+        allowed[J, :C] = True
+        allowed[J, C + 1] = True  # STOP
         self.vocab_mask: Tensor
         self.register_buffer(
             "vocab_mask",
-            torch.zeros(J + 1, vocab).masked_fill(~allowed, float("-inf")),
+            torch.zeros(J + 1, self.head_size).masked_fill(~allowed, float("-inf")),
             persistent=False,
         )
 
@@ -456,6 +496,45 @@ class NTPTask(Task):
         """Token ids (B, m) of the first m jet tokens' bins (B, m): ``K + 2 + j * bins + b``."""
         first = torch.arange(bins.shape[1], device=bins.device) * self.config.jet_token_bins
         return self.codebook_size + 2 + first + bins.long()
+
+    # ------------------------------------------------------------------ head ids
+    def head_ids(self, ids: Tensor) -> Tensor:
+        """Token ids (any shape) -> head ids (a particle token's cell, special ids after the
+        cells); ``IGNORE_ID`` stays. The identity without a factorised head."""
+        if self.residual_head is None:
+            return ids
+        K, C, R = self.codebook_size, self.n_cells, self.n_residuals
+        cell = torch.div(ids, R, rounding_mode="floor")
+        return torch.where(ids < 0, ids, torch.where(ids >= K, ids - K + C, cell))
+
+    def output_head(self) -> nn.Module | TwoLevelHead:
+        """The sampler's head: the token head, or both levels of a factorised one."""
+        if self.residual_head is None:
+            return self.head
+        return TwoLevelHead(self.head, self.residual_head, self.n_cells, self.n_residuals)
+
+    def _factorised_nll(self, hid: Tensor, targets: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """Summed NLL over targets (M,) (token ids or ``IGNORE_ID``) of hidden states (M, D) with
+        the head-id mask ``bias`` (H,) or (M, H) -> (sum, greedy token predictions (M,)): -log
+        p(cell) - log p(residual | cell) for particle tokens, -log p(id) for special ids. The
+        prediction is the argmax cell's argmax residual where the cell is right (a wrong cell
+        makes a wrong token whatever its residual)."""
+        assert self.residual_head is not None
+        K, C, R = self.codebook_size, self.n_cells, self.n_residuals
+        logits = self.head(hid).float() + bias  # (M, H)
+        head_t = self.head_ids(targets)  # (M,)
+        nll = F.cross_entropy(logits, head_t, ignore_index=IGNORE_ID, reduction="sum")
+        pred_h = logits.detach().argmax(-1)  # (M,)
+        pred = torch.where(pred_h >= C, pred_h - C + K, pred_h * R)
+        code = (targets >= 0) & (targets < K)  # (M,)
+        if bool(code.any()):
+            cell = head_t[code]
+            res = self.residual_head(hid[code], cell).float()  # (m, R)
+            nll = nll + F.cross_entropy(res, targets[code] % R, reduction="sum")
+            pred[code] = torch.where(
+                pred_h[code] == cell, cell * R + res.detach().argmax(-1), pred[code]
+            )
+        return nll, pred
 
     # ------------------------------------------------------------------ sequences
     def build_sequences(
@@ -577,14 +656,18 @@ class NTPTask(Task):
         out: dict[str, Tensor] = {}
         if J:
             # jet tokens: position j predicts observable j among its own bins only
-            jet_logits = self.head(hid[:, :J]).float() + self.vocab_mask[:J]  # (B, J, V)
-            jet_nll = F.cross_entropy(jet_logits.transpose(1, 2), seq["targets"][:, :J])
+            jet_logits = self.head(hid[:, :J]).float() + self.vocab_mask[:J]  # (B, J, H)
+            jet_targets = self.head_ids(seq["targets"][:, :J])  # (B, J)
+            jet_nll = F.cross_entropy(jet_logits.transpose(1, 2), jet_targets)
             hid, real = hid[:, J:], seq["input_mask"][:, J:]  # particle positions
             targets_all = seq["targets"][:, J:]
         else:
             real, targets_all = seq["input_mask"], seq["targets"]
         targets = targets_all[real]  # (M,)
-        if self.neighbour is None:
+        if self.residual_head is not None:
+            nll, pred = self._factorised_nll(hid[real], targets, self.vocab_mask[J])
+            loss = nll / (targets != IGNORE_ID).sum().clamp(min=1)
+        elif self.neighbour is None:
             logits = self.head(hid[real]).float()  # (M, V), only real positions
             if J:
                 logits = logits + self.vocab_mask[J]  # codes and STOP only
@@ -839,7 +922,7 @@ class NTPTask(Task):
         try:
             out = generate_tokens(
                 self.backbone,
-                self.head,
+                self.output_head(),
                 self.embed_tokens,
                 n_jets=n_jets,
                 start_id=self.start_id,
@@ -910,9 +993,9 @@ class NTPTask(Task):
         count lies in the drawn multiplicity bin, forbidden below it, forced at its top."""
         T, J = prefix.shape[1], self.n_jet_tokens
         if forced is not None and T < forced.shape[1]:
-            bias = hid.new_full((hid.shape[0], self.vocab_size), float("-inf"))  # (B, V)
-            return bias.scatter(1, forced[:, T : T + 1].to(hid.device), 0.0)
-        bias = self.vocab_mask[min(T, J)].expand(hid.shape[0], -1)  # (b, V)
+            bias = hid.new_full((hid.shape[0], self.head_size), float("-inf"))  # (B, H)
+            return bias.scatter(1, self.head_ids(forced[:, T : T + 1]).to(hid.device), 0.0)
+        bias = self.vocab_mask[min(T, J)].expand(hid.shape[0], -1)  # (b, H)
         if T >= J and self.neighbour is not None:
             bias = bias + self.neighbour_step_bias(hid, prefix[:, J:])
         if T >= J and stop_range is not None:
@@ -922,9 +1005,10 @@ class NTPTask(Task):
             n = T - J  # particles placed so far
             too_few, enough = n < lo[b], n >= hi[b]  # (b,) each
             bias = bias.clone()
-            bias[too_few, self.stop_id] = float("-inf")
+            stop = self.n_cells + 1  # STOP's head id
+            bias[too_few, stop] = float("-inf")
             bias[enough] = float("-inf")
-            bias[enough, self.stop_id] = 0.0
+            bias[enough, stop] = 0.0
         return bias
 
     def multiplicity_range(self) -> tuple[Tensor, Tensor]:
