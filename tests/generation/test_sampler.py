@@ -14,8 +14,10 @@ from jetfm.evaluate.generation import sample_ntp_tokens
 from jetfm.evaluate.generative import jagged_to_padded
 from jetfm.models.sampler import (
     SamplingConfig,
+    TwoLevelHead,
     choose_tokens,
     filter_logits,
+    generate_tokens,
     seeded_generator,
 )
 from tests.conftest import make_toy_jets
@@ -165,6 +167,64 @@ def test_choose_tokens_restricts_support_and_matches_probabilities() -> None:
     idx = choose_tokens(logits, u, SamplingConfig(temperature=0.5))
     p2 = p**2 / (p**2).sum()
     assert torch.allclose(torch.bincount(idx, minlength=5).float() / n, p2, atol=0.015)
+
+
+def test_two_level_head_draws_cell_then_residual() -> None:
+    """A two-level draw follows p(cell) p(residual | cell), maps special ids back past the K
+    tokens, and at temperature 0 takes the argmax cell's argmax residual."""
+    C, R = 3, 2  # tokens 0..5, then START 6, STOP 7; head ids: cells 0..2, START 3, STOP 4
+    p_head = torch.tensor([0.3, 0.2, 0.1, 0.0, 0.4])
+    p_res = torch.tensor([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]])
+
+    def cells(h):
+        return p_head.clamp_min(1e-30).log().expand(h.shape[0], -1)
+
+    def residuals(h, cell):
+        return p_res[cell].log()
+
+    two = TwoLevelHead(cells, residuals, C, R)
+    assert two.head_ids(torch.tensor([0, 1, 5, 6, 7])).tolist() == [0, 0, 2, 3, 4]
+    n = 40000
+    g = torch.Generator().manual_seed(0)
+    hid = torch.zeros(n, 4)
+    choice = choose_tokens(cells(hid), torch.rand(n, generator=g), SamplingConfig())
+    tokens = two.draw(hid, choice, torch.rand(n, generator=g), SamplingConfig())
+    freq = torch.bincount(tokens, minlength=8).float() / n
+    expect = torch.cat([(p_head[:C, None] * p_res).reshape(-1), p_head[C:]])
+    assert torch.allclose(freq, expect, atol=4 * math.sqrt(0.25 / n)), (freq, expect)
+    greedy = SamplingConfig(temperature=0)
+    first = two.draw(hid[:2], torch.tensor([2, 4]), torch.rand(2), greedy)
+    assert first.tolist() == [2 * R + 1, 7]  # cell 2's likelier residual; STOP
+
+
+def test_two_level_task_samples_and_refuses_particle_forbidden_ids() -> None:
+    """generate_tokens with a factorised NTP model on a real two-level k-means tokenizer:
+    cached == uncached, particle tokens from every part of the vocabulary, and a forbidden
+    particle token (which would forbid its whole cell) refused."""
+    jets = make_toy_jets(200, seed=3)
+    pre = Preprocessing.for_set("kin3", max_particles=64).fit(jets)
+    x = torch.as_tensor(pre.transform(compute_features(jets, pre.feature_names)))
+    from jetfm.tokenizers import KMeansTokenizer, TokenizerConfig
+
+    cfg = TokenizerConfig(type="kmeans", codebook_size=64, kmeans_residual_codes=8)
+    tok = KMeansTokenizer(cfg, preprocessing=pre.to_dict()).fit(x, seed=0, iters=5).eval()
+    task = make_task(tok, factorised_head=True, geometric_head=True)
+    a = _draw(task, n=64, use_cache=True)
+    b = _draw(task, n=64, use_cache=False)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.mask, b.mask)
+    drawn = a.ids[a.mask]
+    assert int(drawn.min()) >= 0 and int(drawn.max()) < 64
+    assert len(set((drawn % 8).tolist())) > 4 and len(set((drawn // 8).tolist())) > 4
+    with pytest.raises(InputError, match="forbidden_ids"):
+        generate_tokens(
+            task.backbone,
+            task.output_head(),
+            task.embed_tokens,
+            n_jets=2,
+            start_id=task.start_id,
+            stop_id=task.stop_id,
+            forbidden_ids=[3],
+        )
 
 
 def test_stop_token_ends_sequences(kmeans_tokenizer) -> None:

@@ -42,8 +42,10 @@ Each step draws one token per unfinished jet. Why the choices:
 * **Two-level vocabularies** (``head`` a :class:`TwoLevelHead`): the head scores cells and special
   ids (C + S logits), the chosen cell's residual code is drawn next from a second head (R logits),
   with a second uniform of its own; the token is ``cell * R + residual``. Temperature, top-k and
-  top-p act on each of the two draws. ``forbidden_ids``, STOP and ``logit_bias`` live in the
-  head's space (cells, then the special ids, :meth:`TwoLevelHead.head_ids`).
+  top-p act on each of the two draws. ``start_id``, ``stop_id`` and ``forbidden_ids`` stay token
+  ids (special ids only: a particle token cannot be forbidden without its whole cell);
+  ``logit_bias`` returns logits in the head's space (cells, then the special ids,
+  :meth:`TwoLevelHead.head_ids`).
 * STOP is forbidden until ``min_length`` particles exist (default 1: no empty jets); START is never
   sampled. A jet that reaches ``max_length`` without STOP is cut there (``stopped`` is False).
 
@@ -322,6 +324,12 @@ def generate_tokens(
     two = head if isinstance(head, TwoLevelHead) else None
     head_stop = stop_id
     if two is not None:  # masks act on the cells-and-specials logits
+        if bool((never < two.n_codes).any()):
+            raise InputError(
+                f"special ids (>= {two.n_codes}) only with a two-level head",
+                field="forbidden_ids",
+                found=sorted({start_id, *forbidden_ids}),
+            )
         never = two.head_ids(never)
         head_stop = int(two.head_ids(torch.tensor(stop_id)))
         head = two.cells
