@@ -834,14 +834,7 @@ def test_factorised_head_trains_and_samples(tmp_path, geometric: bool) -> None:
     )
     task = NTPTask(cfg, tokenizer=tok)
     _fit(task)
-    opt = torch.optim.AdamW(task.trainable_parameters(), lr=3e-3)
-    losses = []
-    for step in range(40):
-        out = task.loss(synthetic_batch(seed=step % 4))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
+    losses = _train(task, steps=40)
     assert sum(losses[-5:]) < 0.8 * sum(losses[:5]), losses
     labels = torch.tensor([0, 1] * 50)
     a, b = (
