@@ -148,16 +148,21 @@ class TwoLevelHead:
             ids >= K, ids - K + C, torch.div(ids, self.n_residuals, rounding_mode="floor")
         )
 
+    def token_ids(self, choice: Tensor, residual: Tensor) -> Tensor:
+        """Head ids ``choice`` and residual codes ``residual`` (same shape) -> token ids: ``cell *
+        R + residual`` for a cell, the special id for the others (their ``residual`` unused)."""
+        K, C = self.n_codes, self.n_cells
+        return torch.where(choice >= C, choice - C + K, choice * self.n_residuals + residual)
+
     def draw(self, hid: Tensor, choice: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
         """Head ids ``choice`` (b,) drawn from :attr:`cells` -> token ids (b,): a drawn cell's
         residual code is drawn from :attr:`residuals` with uniforms ``u`` (b,)."""
-        K, C = self.n_codes, self.n_cells
-        out = choice - C + K  # special ids
-        cell = choice < C
+        cell = choice < self.n_cells
+        residual = torch.zeros_like(choice)  # (b,)
         if bool(cell.any()):
             logits = self.residuals(hid[cell], choice[cell]).float()  # (c, R)
-            out[cell] = choice[cell] * self.n_residuals + choose_tokens(logits, u[cell], cfg)
-        return out
+            residual[cell] = choose_tokens(logits, u[cell], cfg)
+        return self.token_ids(choice, residual)
 
 
 @dataclass

@@ -501,11 +501,10 @@ class NTPTask(Task):
     def head_ids(self, ids: Tensor) -> Tensor:
         """Token ids (any shape) -> head ids (a particle token's cell, special ids after the
         cells); ``IGNORE_ID`` stays. The identity without a factorised head."""
-        if self.residual_head is None:
+        two = self.output_head()
+        if not isinstance(two, TwoLevelHead):
             return ids
-        K, C, R = self.codebook_size, self.n_cells, self.n_residuals
-        cell = torch.div(ids, R, rounding_mode="floor")
-        return torch.where(ids < 0, ids, torch.where(ids >= K, ids - K + C, cell))
+        return torch.where(ids < 0, ids, two.head_ids(ids))
 
     def output_head(self) -> nn.Module | TwoLevelHead:
         """The sampler's head: the token head, or both levels of a factorised one."""
@@ -519,22 +518,20 @@ class NTPTask(Task):
         p(cell) - log p(residual | cell) for particle tokens, -log p(id) for special ids. The
         prediction is the argmax cell's argmax residual where the cell is right (a wrong cell
         makes a wrong token whatever its residual)."""
-        assert self.residual_head is not None
-        K, C, R = self.codebook_size, self.n_cells, self.n_residuals
-        logits = self.head(hid).float() + bias  # (M, H)
+        two = self.output_head()
+        assert isinstance(two, TwoLevelHead)
+        logits = two.cells(hid).float() + bias  # (M, H)
         head_t = self.head_ids(targets)  # (M,)
         nll = F.cross_entropy(logits, head_t, ignore_index=IGNORE_ID, reduction="sum")
         pred_h = logits.detach().argmax(-1)  # (M,)
-        pred = torch.where(pred_h >= C, pred_h - C + K, pred_h * R)
-        code = (targets >= 0) & (targets < K)  # (M,)
+        residual = torch.zeros_like(pred_h)  # (M,) the predicted residual where the cell is right
+        code = (targets >= 0) & (targets < two.n_codes)  # (M,)
         if bool(code.any()):
             cell = head_t[code]
-            res = self.residual_head(hid[code], cell).float()  # (m, R)
-            nll = nll + F.cross_entropy(res, targets[code] % R, reduction="sum")
-            pred[code] = torch.where(
-                pred_h[code] == cell, cell * R + res.detach().argmax(-1), pred[code]
-            )
-        return nll, pred
+            res = two.residuals(hid[code], cell).float()  # (m, R)
+            nll = nll + F.cross_entropy(res, targets[code] % two.n_residuals, reduction="sum")
+            residual[code] = res.detach().argmax(-1)
+        return nll, two.token_ids(pred_h, residual)
 
     # ------------------------------------------------------------------ sequences
     def build_sequences(
