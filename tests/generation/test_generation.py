@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from jetfm.core.config import load_config
 from jetfm.core.errors import ConfigError, InputError
-from jetfm.data.features import Preprocessing
+from jetfm.data.features import Preprocessing, compute_features
 from jetfm.data.store import Store, finalize_store, write_shard
 from jetfm.evaluate.generation import (
     GenerationEvalConfig,
@@ -25,7 +26,9 @@ from jetfm.evaluate.generation import (
 )
 from jetfm.physics.jets import segment_sum
 from jetfm.physics.kinematics import wrap_phi
+from jetfm.tokenizers import KMeansTokenizer, TokenizerConfig
 from tests.conftest import make_toy_jets
+from tests.generation.conftest import CODEBOOK
 
 
 def test_decode_matches_tokenizer_and_store_round_trip(kmeans_tokenizer, tmp_path) -> None:
@@ -224,6 +227,40 @@ def test_jet_token_values_are_those_of_the_decoded_jet(kmeans_tokenizer) -> None
         np.testing.assert_allclose(obs[name].numpy(), jets[name], rtol=1e-5, atol=1e-3)
 
 
+def _ntp_run_config(tok: Path, store: Path, out: Path) -> dict:
+    """A tiny NTP pre-training config with jet tokens (two steps on the toy store)."""
+    cfg = {
+        "data": {"store": str(store), "feature_set": "kin3", "preprocessing_jets": 5000},
+        "loader": {
+            "batch_size": 16,
+            "max_particles": 32,
+            "block_size": 64,
+            "group_blocks": 2,
+            "drop_last": False,
+        },
+        "task": {
+            "name": "ntp",
+            "tokenizer": str(tok),
+            "n_classes": 2,
+            "jet_tokens": ["mass", "n_particles"],
+            "jet_token_bins": 4,
+            "position_embedding": True,
+            "max_length": 32,
+            "backbone": {"dim": 16, "depth": 1, "heads": 2, "causal": True, "input": "tokens"},
+        },
+        "train": {
+            "output_dir": str(out),
+            "max_steps": 2,
+            "accelerator": "cpu",
+            "devices": 1,
+            "val_every": 0,
+            "progress_bar": False,
+            "quiet": True,
+        },
+    }
+    return cfg
+
+
 @pytest.mark.filterwarnings("ignore:.*more than max_particles")
 def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_path) -> None:
     """`jetfm pretrain` fits the jet tokens' bin edges on the training jets and saves them with
@@ -234,35 +271,7 @@ def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_p
     from jetfm.train import latest_checkpoint, pretrain
 
     kmeans_tokenizer.save_pretrained(tmp_path / "tok")
-    cfg = {
-        "data": {"store": str(toy_store), "feature_set": "kin3", "preprocessing_jets": 5000},
-        "loader": {
-            "batch_size": 16,
-            "max_particles": 32,
-            "block_size": 64,
-            "group_blocks": 2,
-            "drop_last": False,
-        },
-        "task": {
-            "name": "ntp",
-            "tokenizer": str(tmp_path / "tok"),
-            "n_classes": 2,
-            "jet_tokens": ["mass", "n_particles"],
-            "jet_token_bins": 4,
-            "position_embedding": True,
-            "max_length": 32,
-            "backbone": {"dim": 16, "depth": 1, "heads": 2, "causal": True, "input": "tokens"},
-        },
-        "train": {
-            "output_dir": str(tmp_path / "run"),
-            "max_steps": 2,
-            "accelerator": "cpu",
-            "devices": 1,
-            "val_every": 0,
-            "progress_bar": False,
-            "quiet": True,
-        },
-    }
+    cfg = _ntp_run_config(tmp_path / "tok", toy_store, tmp_path / "run")
     (tmp_path / "ntp.yaml").write_text(yaml.safe_dump(cfg))
     run = pretrain(tmp_path / "ntp.yaml", [], resume=False)
     model = latest_checkpoint(run) / "model"
@@ -323,3 +332,54 @@ def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_p
     assert "train" in out.manifest["source"]["jet_condition_from"]
     with pytest.raises(ConfigError, match="jet_condition_from"):
         sample(model, 4, tmp_path / "bad", jet_condition_from=toy_store, class_label=0)
+
+
+@pytest.mark.filterwarnings("ignore:.*more than max_particles")
+def test_pretrain_init_from_continues_from_a_checkpoint(
+    kmeans_tokenizer, toy_store, tmp_path
+) -> None:
+    """`init_from` starts a run from another run's weights and jet-token bins (continued
+    pre-training on another store), and refuses another architecture or another tokenizer."""
+    import yaml
+
+    from jetfm.core.checkpoint import load_checkpoint
+    from jetfm.tasks import Task
+    from jetfm.train import latest_checkpoint, pretrain
+
+    kmeans_tokenizer.save_pretrained(tmp_path / "tok")
+    cfg = _ntp_run_config(tmp_path / "tok", toy_store, tmp_path / "a")
+    (tmp_path / "ntp.yaml").write_text(yaml.safe_dump(cfg))
+    first = Task.from_pretrained(latest_checkpoint(pretrain(tmp_path / "ntp.yaml", [])) / "model")
+    # continued on other jets (the val split, whose own quantiles differ) with a learning rate so
+    # small that one step leaves the weights where they started
+    over = [f"init_from={tmp_path / 'a'}", "data.train_split=val", "train.max_steps=1"]
+    over += ["train.optimizer.lr=1.0e-12", "train.schedule.name=constant"]
+    run = pretrain(tmp_path / "ntp.yaml", [*over, f"train.output_dir={tmp_path / 'b'}"])
+    second = Task.from_pretrained(latest_checkpoint(run) / "model")
+    assert torch.equal(second.jet_edges, first.jet_edges)
+    refit = np.quantile(Store(toy_store).read("val").counts(), [0.25, 0.5, 0.75])
+    assert not np.allclose(first.jet_edges[1].numpy(), refit)  # so the edges were not refitted
+    a, b = first.task_state_dict(), second.task_state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+    meta = load_checkpoint(latest_checkpoint(run) / "model" / "task").meta
+    assert meta["init_from"]["step"] == 2
+    assert meta["init_from"]["folder"].endswith("task")
+
+    with pytest.raises(ConfigError, match=r"init_from.*same architecture"):
+        pretrain(
+            tmp_path / "ntp.yaml",
+            [*over, "task.backbone.dim=8", f"train.output_dir={tmp_path / 'c'}"],
+        )
+    other = make_toy_jets(100, seed=9)
+    pre = Preprocessing.for_set("kin3", max_particles=64).fit(other)
+    x = torch.as_tensor(pre.transform(compute_features(other, pre.feature_names)))
+    tok_cfg = TokenizerConfig(type="kmeans", codebook_size=CODEBOOK)
+    tok = KMeansTokenizer(tok_cfg, preprocessing=pre.to_dict()).fit(x, seed=1, iters=2)
+    tok.save_pretrained(tmp_path / "tok2")
+    with pytest.raises(ConfigError, match=r"init_from.*tokenizer"):
+        pretrain(
+            tmp_path / "ntp.yaml",
+            [*over, f"task.tokenizer={tmp_path / 'tok2'}", f"train.output_dir={tmp_path / 'd'}"],
+        )

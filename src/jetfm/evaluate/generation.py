@@ -425,26 +425,10 @@ def _padded_chunks(
 # ================================================================================= checkpoints
 def resolve_ntp_checkpoint(path: str | os.PathLike[str]) -> Path:
     """The ``task`` checkpoint folder behind a run folder, a step folder, or a model/task folder."""
-    p = Path(path)
-    if (p / "checkpoints").is_dir():
-        # imported only here: jetfm.train pulls in Lightning (seconds to import)
-        from jetfm.train.resume import latest_checkpoint
+    # imported only here: jetfm.train pulls in Lightning (seconds to import)
+    from jetfm.train.resume import resolve_task_checkpoint
 
-        step = latest_checkpoint(p)
-        if step is None:
-            raise InputError("a run folder with a finished checkpoint", file=p, found="none")
-        p = step
-    if (p / "model").is_dir():  # a step folder (jetfm.train.resume.MODEL)
-        p = p / "model"
-    if (p / "task").is_dir():
-        p = p / "task"
-    if not (p / "model.safetensors").is_file() or not (p / "meta.json").is_file():
-        raise InputError(
-            "an NTP run folder, step folder, or model/task checkpoint folder",
-            file=path,
-            found="no task checkpoint there",
-        )
-    return p
+    return resolve_task_checkpoint(path)
 
 
 def load_ntp(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Any:

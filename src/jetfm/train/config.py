@@ -175,3 +175,11 @@ class PretrainConfig:
     loader: LoaderConfig = field(default_factory=LoaderConfig)
     task: dict[str, Any] = field(default_factory=lambda: {"name": "mpm", "target": "regression"})
     train: TrainConfig = field(default_factory=TrainConfig)
+    # a task checkpoint (run, step, model or task folder) whose weights start this run: continued
+    # pre-training on new data or for more steps, with a fresh optimizer and schedule. The
+    # architecture and tokenizer must be the checkpoint's; null: random initial weights
+    init_from: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.init_from is not None:
+            self.init_from = Path(self.init_from)

@@ -38,6 +38,7 @@ from jetfm.train.resume import (
     check_run_dir,
     latest_checkpoint,
     load_training_state,
+    resolve_task_checkpoint,
     seed_all,
 )
 
@@ -207,7 +208,12 @@ def pretrain(
     if pre is None:
         pre = _preprocessing(cfg, run_dir, store, Preprocessing)
     _check_n_features(task_cfg, pre.n_features, cfg.data.feature_set, file)
-    if task.needs_jet_statistics:
+    init_meta: dict[str, Any] = {}
+    if cfg.init_from is not None:
+        # the checkpoint's jet-token bin edges (buffers) come with its weights, so its jet tokens
+        # keep the meaning they were trained with: nothing is refitted on this run's store
+        init_meta = {"init_from": init_weights(task, cfg.init_from, file=file)}
+    elif task.needs_jet_statistics:
         task.fit_jet_statistics(_statistics_batches(store, pre, cfg))
     if rank_zero_only.rank == 0:
         save_config(cfg, run_dir / "config.yaml")
@@ -227,9 +233,67 @@ def pretrain(
         cfg.train,
         resume=resume,
         preprocessing=pre.to_dict(),
-        meta={"task": task_name, "data_hash": store.content_hash, "store": str(store.root)},
+        meta={
+            "task": task_name,
+            "data_hash": store.content_hash,
+            "store": str(store.root),
+            **init_meta,
+        },
     )
     return run_dir
+
+
+def init_weights(task: nn.Module, path: Path, *, file: str | None = None) -> dict[str, Any]:
+    """Load a task checkpoint's weights into ``task`` (continued pre-training) and return what
+    was loaded (folder, step, content hash) for the new run's metadata.
+
+    The checkpoint must be the same task with the same architecture (every weight present, every
+    shape equal) and, for a task with a tokenizer, the same tokenizer (by content hash): a token
+    id means nothing under another tokenizer.
+    """
+    from jetfm.core.checkpoint import content_hash, load_checkpoint
+    from jetfm.tasks.base import TASK_KIND
+
+    folder = resolve_task_checkpoint(path)
+    ckpt = load_checkpoint(folder, kind=TASK_KIND)
+    name = getattr(task, "name", None)
+    if ckpt.config.get("name") != name:
+        raise ConfigError(
+            f"a '{name}' task checkpoint",
+            file=file,
+            field="init_from",
+            found=f"{folder}: a '{ckpt.config.get('name')}' task",
+        )
+    tok_path = getattr(task, "tokenizer_path", None)
+    if tok_path is not None and ckpt.meta.get("tokenizer_hash") != content_hash(tok_path):
+        raise ConfigError(
+            f"a checkpoint trained with the tokenizer {tok_path}",
+            file=file,
+            field="init_from",
+            found=f"{folder}: tokenizer hash {ckpt.meta.get('tokenizer_hash')}",
+        )
+    own = task.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}"
+        for k, v in ckpt.state_dict.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    missing = [k for k in own if k not in ckpt.state_dict and not k.startswith("tokenizer.")]
+    unexpected = [k for k in ckpt.state_dict if k not in own]
+    if wrong or missing or unexpected:
+        raise ConfigError(
+            "weights of the same architecture as this run's task config",
+            file=file,
+            field="init_from",
+            found=f"{folder / 'model.safetensors'}: shapes {wrong[:2]}, missing {missing[:2]}, "
+            f"unexpected {unexpected[:2]}",
+        )
+    task.load_state_dict(ckpt.state_dict, strict=False)
+    return {
+        "folder": str(folder.resolve()),
+        "step": ckpt.meta.get("step"),
+        "content_hash": ckpt.meta.get("content_hash"),
+    }
 
 
 def _preprocessing(cfg: PretrainConfig, run_dir: Path, store: Any, cls: Any) -> Any:

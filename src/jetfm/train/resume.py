@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import re
 import shutil
@@ -245,6 +246,28 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
             return folder
     found = list_checkpoints(ckpt_root)
     return found[-1][1] if found else None
+
+
+def resolve_task_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """The ``task`` checkpoint folder behind a run folder (its newest step), a step folder, or a
+    model/task folder: what sampling, evaluation and ``train.init_from`` accept."""
+    p = Path(path)
+    if (p / CHECKPOINTS).is_dir():
+        step = latest_checkpoint(p)
+        if step is None:
+            raise InputError("a run folder with a finished checkpoint", file=p, found="none")
+        p = step
+    if (p / MODEL).is_dir():
+        p = p / MODEL
+    if (p / "task").is_dir():
+        p = p / "task"
+    if not (p / "model.safetensors").is_file() or not (p / "meta.json").is_file():
+        raise InputError(
+            "a run folder, step folder, or model/task checkpoint folder",
+            file=path,
+            found="no task checkpoint there",
+        )
+    return p
 
 
 def load_training_state(folder: str | Path) -> TrainingState:
