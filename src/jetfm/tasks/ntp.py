@@ -69,11 +69,9 @@ from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.backbone import Backbone, BackboneConfig
 from jetfm.models.heads import GeometricTokenHead, NeighbourPrior, ResidualCodeHead, TokenHead
 from jetfm.models.sampler import (
-    SampledTokens,
     SamplingConfig,
     TwoLevelHead,
     choose_tokens,
-    generate_tokens,
 )
 from jetfm.tasks.base import Task, TokenizerLike, check_batch, register_task
 from jetfm.tasks.jet_structure import (
@@ -82,6 +80,7 @@ from jetfm.tasks.jet_structure import (
     massless_jet_kinematics,
     subjet_order,
 )
+from jetfm.tasks.ntp_sampling import NTPSampling
 
 IGNORE_ID = -100
 
@@ -271,7 +270,7 @@ def _angular_features(tokenizer: TokenizerLike, field: str) -> list[int]:
 
 
 @register_task("ntp")
-class NTPTask(Task):
+class NTPTask(NTPSampling, Task):
     """Causal next-token prediction; see the module docstring."""
 
     config_class = NTPConfig
@@ -340,6 +339,7 @@ class NTPTask(Task):
         C = K // R
         self.n_cells, self.n_residuals = C, R
         self.head_size = C + vocab - K  # H: cells (or codes), then the special ids
+        self.stop_head_id = C + 1  # START is head id C, STOP C + 1
         if config.geometric_head:
             cells = tokenizer.cell_centroids if R > 1 else self.code_features  # type: ignore[attr-defined]
             self.head: nn.Module = GeometricTokenHead(D, cells, n_special=vocab - K)
@@ -376,7 +376,7 @@ class NTPTask(Task):
         for j in range(J):
             allowed[j, C + 2 + j * n_bins : C + 2 + (j + 1) * n_bins] = True
         allowed[J, :C] = True
-        allowed[J, C + 1] = True  # STOP
+        allowed[J, self.stop_head_id] = True
         self.vocab_mask: Tensor
         self.register_buffer(
             "vocab_mask",
@@ -785,322 +785,3 @@ class NTPTask(Task):
         the exact particle features with ``exact``)."""
         feats = self.token_features(tokens) if self.config.backbone.input == "hybrid" else None
         return self._embed(tokens, feats, labels, offset)
-
-    @torch.no_grad()
-    def sample_tokens(
-        self,
-        n_jets: int,
-        config: SamplingConfig,
-        *,
-        labels: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        jet_bins: Tensor | None = None,
-        consistent: bool = False,
-        max_redraws: int = 10,
-        bin_tolerance: int = 0,
-    ) -> SampledTokens:
-        """Run the one sampler, :func:`~jetfm.models.sampler.generate_tokens`, on this model's
-        pieces (backbone, head, embedding, neighbour prior) in eval mode.
-
-        With jet tokens the sampler first draws the J jet-level bins (returned as ``prefix``
-        (B, J), bin indices), then ``config.max_length`` particles at most. ``jet_bins`` (B, m),
-        m <= J, fixes the first m of them instead of drawing them (conditional generation: the
-        rest, and the particles, are drawn given them; see :meth:`condition_bins`).
-
-        ``consistent`` (jet tokens only): every jet must reproduce its drawn bins, as every
-        training jet does by construction (:meth:`fit_to_bins`):
-
-        * STOP is allowed only inside the multiplicity bin;
-        * with a pT token, the particles' pT are scaled by one common factor (``pt_scale`` (B,)
-          of the result) that puts the jet pT in its bin (uniformly within it; the open outer
-          bins keep the nearest pT inside them). A 4x128 GPT's particles sum to the drawn pT bin
-          for a few percent of the jets only, so redrawing them would take ~30 draws per jet;
-          the scale leaves the particles' pT fractions and angles as drawn;
-        * a jet whose mass / energy (after the scale) lie more than ``bin_tolerance`` bins off
-          has its particles redrawn, given the same bins, up to ``max_redraws`` times (the last
-          draw is kept if none fits).
-
-        The bins keep the model's distribution; the particles are drawn from the model restricted
-        to the jets that agree with them. ``draws`` (B,) and ``consistent`` (B,) of the result
-        say how many draws each jet took and whether it fits."""
-        if consistent:
-            return self._sample_consistent(
-                n_jets,
-                config,
-                labels=labels,
-                generator=generator,
-                jet_bins=jet_bins,
-                max_redraws=max_redraws,
-                bin_tolerance=bin_tolerance,
-            )
-        return self._sample(n_jets, config, labels=labels, generator=generator, jet_bins=jet_bins)
-
-    def _sample_consistent(
-        self,
-        n_jets: int,
-        config: SamplingConfig,
-        *,
-        labels: Tensor | None,
-        generator: torch.Generator | None,
-        jet_bins: Tensor | None,
-        max_redraws: int,
-        bin_tolerance: int,
-    ) -> SampledTokens:
-        """:meth:`sample_tokens` with ``consistent=True``."""
-        if not self.n_jet_tokens:
-            raise InputError(
-                "a model with jet tokens for consistent sampling",
-                field="consistent",
-                found="no jet tokens",
-            )
-        if max_redraws < 0:
-            raise InputError("max_redraws >= 0", field="max_redraws", found=max_redraws)
-        if bin_tolerance < 0:
-            raise InputError("bin_tolerance >= 0", field="bin_tolerance", found=bin_tolerance)
-        if config.min_length > 1:  # it could forbid the STOP that a small bin's top forces
-            raise InputError(
-                "min_length 1 with consistent sampling (the multiplicity bin sets the length)",
-                field="min_length",
-                found=config.min_length,
-            )
-        kw = {"stop_in_bin": True, "generator": generator}
-        out = self._sample(n_jets, config, labels=labels, jet_bins=jet_bins, **kw)
-        assert out.prefix is not None
-        ids, mask, stopped, prefix = out.ids, out.mask, out.stopped, out.prefix
-        fit = functools.partial(self.fit_to_bins, generator=generator, tolerance=bin_tolerance)
-        scale, ok = fit(ids, mask, prefix)  # (B,) each
-        draws = torch.ones(n_jets, dtype=torch.long, device=ids.device)
-        for _ in range(max_redraws):
-            rows = (~ok).nonzero().squeeze(-1)  # (r,)
-            if rows.numel() == 0:
-                break
-            lab = None if labels is None else labels[rows.to(labels.device)]
-            again = self._sample(len(rows), config, labels=lab, jet_bins=prefix[rows], **kw)
-            ids[rows], mask[rows], stopped[rows] = again.ids, again.mask, again.stopped
-            scale[rows], ok[rows] = fit(again.ids, again.mask, prefix[rows])
-            draws[rows] += 1
-        return SampledTokens(
-            ids, mask, stopped, prefix=prefix, draws=draws, consistent=ok, pt_scale=scale
-        )
-
-    def _sample(
-        self,
-        n_jets: int,
-        config: SamplingConfig,
-        *,
-        labels: Tensor | None = None,
-        generator: torch.Generator | None = None,
-        jet_bins: Tensor | None = None,
-        stop_in_bin: bool = False,
-    ) -> SampledTokens:
-        """One pass of the sampler (:meth:`sample_tokens` without the redraws)."""
-        J = self.n_jet_tokens
-        bias = self.neighbour_step_bias if self.neighbour is not None else None
-        if J:
-            self._check_jet_edges()
-            config = dataclasses.replace(
-                config, max_length=config.max_length + J, min_length=config.min_length + J
-            )
-            stop_range = None
-            if stop_in_bin and "n_particles" in self.config.jet_tokens:
-                device = next(self.parameters()).device
-                stop_range = tuple(t.to(device) for t in self.multiplicity_range())
-            bias = functools.partial(
-                self._jet_token_step_bias,
-                forced=self._forced(jet_bins, n_jets),
-                stop_range=stop_range,
-            )
-        elif jet_bins is not None:
-            raise InputError(
-                "no jet_bins (the model has no jet tokens)", field="jet_bins", found="jet_bins"
-            )
-        was_training = self.training
-        self.eval()
-        try:
-            out = generate_tokens(
-                self.backbone,
-                self.output_head(),
-                self.embed_tokens,
-                n_jets=n_jets,
-                start_id=self.start_id,
-                stop_id=self.stop_id,
-                config=config,
-                labels=labels,
-                generator=generator,
-                logit_bias=bias,
-                prefix_steps=J,  # the jet tokens take config.prefix_temperature
-            )
-        finally:
-            self.train(was_training)
-        if not J:
-            return out
-        prefix = out.ids[:, :J] - self._jet_ids(out.ids.new_zeros(1, J))  # (B, J) bin indices
-        return SampledTokens(
-            ids=out.ids[:, J:], mask=out.mask[:, J:], stopped=out.stopped, prefix=prefix
-        )
-
-    def condition_bins(self, values: Mapping[str, float]) -> Tensor:
-        """Bins (m,) of physical jet values ``{name: value}`` (GeV for pt/mass/energy) for
-        :meth:`sample_tokens`'s ``jet_bins``. The names must be the first m of ``jet_tokens``, in
-        order: tokens are drawn in that order, so a later one cannot be fixed while an earlier one
-        is drawn without it (that would need Bayes' rule, not a forward pass)."""
-        names = list(values)
-        order = list(self.config.jet_tokens)
-        if names != order[: len(names)]:
-            raise ConfigError(
-                f"the leading jet tokens of the model, in order: a prefix of {order}",
-                field="jet_condition",
-                found=names,
-            )
-        obs = {k: torch.tensor([float(v)], device=self.jet_edges.device) for k, v in values.items()}
-        return self.jet_bins(obs, len(names))[0]  # (m,)
-
-    def _forced(self, jet_bins: Tensor | None, n_jets: int) -> Tensor | None:
-        """Forced jet-token ids (B, m) of ``jet_bins`` (B, m) bin indices (None: all drawn)."""
-        if jet_bins is None:
-            return None
-        n_bins = self.config.jet_token_bins
-        if (
-            jet_bins.ndim != 2
-            or jet_bins.shape[0] != n_jets
-            or jet_bins.shape[1] > self.n_jet_tokens
-        ):
-            raise InputError(
-                f"jet_bins of shape ({n_jets}, m <= {self.n_jet_tokens})",
-                field="jet_bins",
-                found=tuple(jet_bins.shape),
-            )
-        if jet_bins.numel() and (int(jet_bins.min()) < 0 or int(jet_bins.max()) >= n_bins):
-            raise InputError(f"bins in [0, {n_bins})", field="jet_bins", found=jet_bins.tolist())
-        return self._jet_ids(jet_bins)
-
-    def _jet_token_step_bias(
-        self,
-        hid: Tensor,
-        prefix: Tensor,
-        forced: Tensor | None = None,
-        stop_range: tuple[Tensor, Tensor] | None = None,
-    ) -> Tensor:
-        """The sampler's ``logit_bias`` with jet tokens: step ``T < J`` draws jet token T among its
-        bins (or takes ``forced[:, T]`` (B, m) if T < m), later steps codes and STOP (+ the
-        neighbour prior over the particles so far). No jet finishes before step J, so every row
-        of the batch is still there while jet tokens are drawn.
-
-        ``stop_range`` (:meth:`multiplicity_range`, (bins,) each): STOP only where the particle
-        count lies in the drawn multiplicity bin, forbidden below it, forced at its top."""
-        T, J = prefix.shape[1], self.n_jet_tokens
-        if forced is not None and T < forced.shape[1]:
-            bias = hid.new_full((hid.shape[0], self.head_size), float("-inf"))  # (B, H)
-            return bias.scatter(1, self.head_ids(forced[:, T : T + 1]).to(hid.device), 0.0)
-        bias = self.vocab_mask[min(T, J)].expand(hid.shape[0], -1)  # (b, H)
-        if T >= J and self.neighbour is not None:
-            bias = bias + self.neighbour_step_bias(hid, prefix[:, J:])
-        if T >= J and stop_range is not None:
-            j = self.config.jet_tokens.index("n_particles")
-            lo, hi = stop_range
-            b = prefix[:, j] - self._jet_ids(prefix.new_zeros(1, j + 1))[0, j]  # (b,) bins
-            n = T - J  # particles placed so far
-            too_few, enough = n < lo[b], n >= hi[b]  # (b,) each
-            bias = bias.clone()
-            stop = self.n_cells + 1  # STOP's head id
-            bias[too_few, stop] = float("-inf")
-            bias[enough] = float("-inf")
-            bias[enough, stop] = 0.0
-        return bias
-
-    def multiplicity_range(self) -> tuple[Tensor, Tensor]:
-        """The particle counts of each multiplicity bin: ``lo`` (bins,), ``hi`` (bins,) with bin b
-        holding the integers ``lo[b] .. hi[b]`` (``torch.bucketize``: ``edge[b-1] < n <= edge[b]``);
-        the last bin ends at ``max_length``. A bin no integer falls in (two quantile edges within
-        one integer) puts no bound (0, max_length): no training jet had it, so a drawn one is the
-        model's error, not a constraint to keep."""
-        self._check_jet_edges()
-        j = self.config.jet_tokens.index("n_particles")
-        edges = self.jet_edges[j].double().cpu()  # (bins - 1,)
-        inf = torch.tensor([math.inf], dtype=torch.float64)
-        lower = torch.cat([-inf, edges])  # (bins,): edge[b - 1]
-        upper = torch.cat([edges, inf])  # (bins,): edge[b]
-        lo = (torch.floor(lower) + 1).clamp(min=0, max=self.config.max_length)
-        hi = torch.floor(upper).clamp(min=0, max=self.config.max_length)
-        empty = lo > hi
-        lo[empty], hi[empty] = 0, self.config.max_length
-        return lo.long(), hi.long()
-
-    def fit_to_bins(
-        self,
-        ids: Tensor,
-        mask: Tensor,
-        prefix: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        tolerance: int = 0,
-    ) -> tuple[Tensor, Tensor]:
-        """Fit generated jets to their drawn bins ``prefix`` (B, J): particle tokens ``ids``
-        (B, N) + ``mask`` -> ``scale`` (B,), the common factor on the particles' pT that puts the
-        jet pT in its drawn bin (1 without a pT token), and ``ok`` (B,): every other jet token's
-        value, after the scale (mass and energy scale with it, the multiplicity does not), lies
-        within ``tolerance`` bins of the drawn one.
-
-        An inner pT bin's target is uniform within it (``generator``); the outer bins are open,
-        so a jet there keeps the nearest pT inside its bin (its own, if it already lies in it).
-        """
-        obs = self.jet_observables(ids, mask)  # {name: (B,)} float64
-        names = list(self.config.jet_tokens)
-        scale = torch.ones(ids.shape[0], dtype=torch.float64, device=ids.device)
-        if "pt" in names:
-            j = names.index("pt")
-            edges = self.jet_edges[j].double().to(ids.device)  # (bins - 1,)
-            b = prefix[:, j].to(ids.device)  # (B,)
-            pt = obs["pt"]
-            inf = torch.tensor([math.inf], dtype=torch.float64, device=ids.device)
-            lo, hi = torch.cat([-inf, edges])[b], torch.cat([edges, inf])[b]  # (B,) each
-            u = torch.rand(len(b), generator=generator, dtype=torch.float64)
-            inner = torch.isfinite(lo) & torch.isfinite(hi)
-            # a bin is (lo, hi] (u in [0, 1)); the open top bin's nearest pT is just above lo
-            inside = torch.where(torch.isfinite(lo), lo + lo.abs() * 1e-6, lo)
-            target = torch.where(inner, hi - (hi - lo) * u.to(ids.device), pt.clamp(inside, hi))
-            scale = target / pt.clamp(min=1e-12)
-            obs = {k: v * scale if k in ("pt", "mass", "energy") else v for k, v in obs.items()}
-        bins = self.jet_bins(obs)  # (B, J)
-        off = (bins.to(prefix.device) - prefix).abs()  # (B, J)
-        if "pt" in names:
-            off[:, names.index("pt")] = 0  # in its bin by construction (up to float32 binning)
-        return scale, (off <= tolerance).all(dim=1)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        n_jets: int,
-        max_particles: int,
-        *,
-        labels: Tensor | None = None,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float = 1.0,
-        min_length: int = 1,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Sample jets token by token -> ids (B, max_particles) (-1 after STOP) and mask (B, N).
-
-        Delegates to the one sampler, :func:`jetfm.models.sampler.generate_tokens` (KV cache,
-        temperature / top-k / top-p, STOP forbidden before ``min_length``; temperature 0 = greedy).
-        """
-        cfg = SamplingConfig(
-            temperature=temperature,
-            top_k=top_k or 0,
-            top_p=top_p,
-            max_length=max_particles,
-            min_length=min_length,
-            use_cache=use_cache,
-        )
-        out = self.sample_tokens(n_jets, cfg, labels=labels, generator=generator)
-        return out.ids, out.mask
-
-    @torch.no_grad()
-    def generate_features(
-        self, n_jets: int, max_particles: int, **kwargs: Any
-    ) -> tuple[Tensor, Tensor]:
-        """Sample jets and decode their tokens -> standardised features (B, N, F) and mask (B, N)."""
-        ids, mask = self.generate(n_jets, max_particles, **kwargs)
-        return self.tokenizer.decode(ids, mask), mask
