@@ -190,15 +190,35 @@ class Task(nn.Module):
         task = build_task(cfg, file=str(folder / "config.yaml"))
         if cls is not Task and not isinstance(task, cls):
             raise InputError(f"a '{cls.name}' task", file=folder, field="name", found=cfg["name"])
-        missing, unexpected = task.load_state_dict(ckpt.state_dict, strict=False)
-        missing = [k for k in missing if not k.startswith("tokenizer.")]
-        if missing or unexpected:
+        problem = state_mismatch(task, ckpt.state_dict, optional="tokenizer.")
+        if problem is not None:
             raise InputError(
-                "weights matching the task config",
-                file=folder / "model.safetensors",
-                found=f"missing {missing[:3]}, unexpected {unexpected[:3]}",
+                "weights matching the task config", file=folder / "model.safetensors", found=problem
             )
+        task.load_state_dict(ckpt.state_dict, strict=False)
         return task.to(map_location)
+
+
+def state_mismatch(
+    module: nn.Module, state: Mapping[str, Tensor], *, optional: str | None = None
+) -> str | None:
+    """How saved weights ``state`` differ from ``module``'s (shapes, missing and unexpected names,
+    three of each), or None when they load; names under the prefix ``optional`` (a frozen
+    tokenizer, saved on its own) may be missing. Checked before loading, so a mismatch is a clear
+    error rather than torch's size-mismatch traceback or a half-loaded module."""
+    own = module.state_dict()
+    shapes = [
+        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    missing = [
+        k for k in own if k not in state and not (optional is not None and k.startswith(optional))
+    ]
+    unexpected = [k for k in state if k not in own]
+    if not (shapes or missing or unexpected):
+        return None
+    return f"shapes {shapes[:3]}, missing {missing[:3]}, unexpected {unexpected[:3]}"
 
 
 # -------------------------------------------------------------------- registry

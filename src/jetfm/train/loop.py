@@ -252,7 +252,7 @@ def init_weights(task: nn.Module, path: Path, *, file: str | None = None) -> dic
     id means nothing under another tokenizer.
     """
     from jetfm.core.checkpoint import content_hash, load_checkpoint
-    from jetfm.tasks.base import TASK_KIND
+    from jetfm.tasks.base import TASK_KIND, state_mismatch
 
     folder = resolve_task_checkpoint(path)
     ckpt = load_checkpoint(folder, kind=TASK_KIND)
@@ -272,21 +272,13 @@ def init_weights(task: nn.Module, path: Path, *, file: str | None = None) -> dic
             field="init_from",
             found=f"{folder}: tokenizer hash {ckpt.meta.get('tokenizer_hash')}",
         )
-    own = task.state_dict()
-    wrong = [
-        f"{k} {tuple(v.shape)} != {tuple(own[k].shape)}"
-        for k, v in ckpt.state_dict.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    missing = [k for k in own if k not in ckpt.state_dict and not k.startswith("tokenizer.")]
-    unexpected = [k for k in ckpt.state_dict if k not in own]
-    if wrong or missing or unexpected:
+    problem = state_mismatch(task, ckpt.state_dict, optional="tokenizer.")
+    if problem is not None:
         raise ConfigError(
             "weights of the same architecture as this run's task config",
             file=file,
             field="init_from",
-            found=f"{folder / 'model.safetensors'}: shapes {wrong[:2]}, missing {missing[:2]}, "
-            f"unexpected {unexpected[:2]}",
+            found=f"{folder / 'model.safetensors'}: {problem}",
         )
     task.load_state_dict(ckpt.state_dict, strict=False)
     return {

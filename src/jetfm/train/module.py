@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 from torch import Tensor, nn
 
 from jetfm.core.errors import InputError
+from jetfm.tasks.base import state_mismatch
 from jetfm.train.config import TrainConfig
 from jetfm.train.optim import build_optimizer, build_scheduler
 from jetfm.train.resume import TrainingState, capture_rng, isolated_rng, restore_rng, seed_all
@@ -162,14 +163,15 @@ class TaskModule(pl.LightningModule):
                 field="train.devices x train.num_nodes",
                 found=self.trainer.world_size,
             )
-        missing, unexpected = self.task.load_state_dict(s.task_state, strict=False)
-        if missing or unexpected:
+        problem = state_mismatch(self.task, s.task_state)
+        if problem is not None:
             raise InputError(
                 "weights matching the task",
                 file=s.path,
                 field="trainer_state/task.safetensors",
-                found=f"missing {missing[:3]}, unexpected {unexpected[:3]}",
+                found=problem,
             )
+        self.task.load_state_dict(s.task_state, strict=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
         hook = getattr(self.task, "lr_factors", None)
