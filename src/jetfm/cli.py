@@ -361,6 +361,24 @@ def evaluate_generation(
 
 @app.command()
 @_friendly
+def refine(
+    config: Path | None = ConfigOpt,
+    overrides: list[str] | None = typer.Argument(
+        None, help="key=value overrides, e.g. generated=... reference=... n_jets=8000."
+    ),
+    set_: list[str] | None = SetOpt,
+) -> None:
+    """Keep generated jets with a data-vs-generated classifier's weight (rejection sampling; post-hoc)."""
+    from jetfm.core.config import load_config
+    from jetfm.evaluate.refine import RefineConfig, refine_from_config
+
+    cfg = load_config(RefineConfig, config, [*(overrides or []), *(set_ or [])])
+    refine_from_config(cfg, log=typer.echo)
+    typer.echo(f"store: {cfg.output}")
+
+
+@app.command()
+@_friendly
 def quickstart(
     config: Path | None = ConfigOpt,
     run_dir: Path | None = typer.Option(
