@@ -166,19 +166,19 @@ def test_refine_removes_a_known_defect(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="pool of about"):
         refine(pool, ref, tmp_path / "big", n_jets=1400)
     assert not (tmp_path / "big" / "manifest.json").exists()
-    # the command line does the same
+    # the command line does the same; without n_jets it keeps as many as every class allows, in
+    # the candidates' class proportions
     r = CliRunner().invoke(
-        app,
-        [
-            "refine",
-            f"generated={pool}",
-            f"reference={ref}",
-            f"output={tmp_path / 'cli'}",
-            "n_jets=100",
-        ],
+        app, ["refine", f"generated={pool}", f"reference={ref}", f"output={tmp_path / 'cli'}"]
     )
     assert r.exit_code == 0, r.output
-    assert "classifier AUC" in r.output and Store(tmp_path / "cli").n_jets() == 100
+    assert "classifier AUC" in r.output
+    info = json.loads((tmp_path / "cli" / "refine.json").read_text())["classes"]
+    n_all = Store(tmp_path / "cli").n_jets()
+    counts = np.bincount(Store(tmp_path / "cli").read().jets["label"], minlength=2)
+    assert min(info[c]["accepted"] - info[c]["kept"] for c in info) <= 1  # one class used up
+    assert abs(counts[0] - n_all * cand[0] / sum(cand)) <= 1
+    assert n_all > 250
 
 
 def test_refine_config() -> None:

@@ -270,10 +270,7 @@ def refine_from_config(cfg: RefineConfig, *, log: Any = None) -> dict[str, Any]:
             )
     pools = {c: rng.permutation(np.flatnonzero(gen_lab == c)) for c in present}
     n_cand = {c: len(p) - round(cfg.train_fraction * len(p)) for c, p in pools.items()}
-    if cfg.n_jets is not None:
-        shares = _split_counts(cfg.n_jets, np.array([n_cand[c] for c in present]))
-        want = dict(zip(present, shares, strict=True))
-    kept: list[np.ndarray] = []
+    accepted: dict[int, np.ndarray] = {}
     per_class: dict[str, Any] = {}
     for c in present:
         pool = pools[c]
@@ -286,36 +283,46 @@ def refine_from_config(cfg: RefineConfig, *, log: Any = None) -> dict[str, Any]:
         fc, _ = refine_features(gen.select(cand), cfg.features, jet_radius=radius)
         w = density_ratio(clf, fc)
         accept, w_max = rejection_accept(w, rng, cfg.max_weight_quantile)
-        acc_idx = cand[accept]
-        name = gen_classes[c]
-        if cfg.n_jets is not None:
-            need = int(want[c])
-            if len(acc_idx) < need:
-                rate = max(accept.mean(), 1e-9)
-                pool_needed = int(np.ceil(need / rate / (1.0 - cfg.train_fraction)))
-                raise InputError(
-                    f"at least {need} accepted '{name}' jets (a pool of about {pool_needed} "
-                    f"'{name}' jets at this acceptance, or a smaller n_jets)",
-                    file=gen_store.root,
-                    field="n_jets",
-                    found=f"{len(acc_idx)} of {len(cand)} candidates accepted",
-                )
-            acc_idx = acc_idx[:need]
-        kept.append(acc_idx)
-        per_class[name] = {
+        accepted[c] = cand[accept]
+        per_class[gen_classes[c]] = {
             "classifier_jets": {"generated": int(n_train), "reference": len(r_idx)},
             "classifier_auc": auc,
             "candidates": len(cand),
             "accepted": int(accept.sum()),
             "acceptance": float(accept.mean()),
-            "kept": len(acc_idx),
             "w_max": w_max,
             "clipped_fraction": float(np.mean(w > w_max)),
             "effective_sample_size": effective_sample_size(w),
         }
+    # classes keep the pool's proportions (the classifiers are per class and know nothing of them):
+    # n_jets of them, or, when null, as many as every class's accepted jets allow
+    frac = np.array([n_cand[c] for c in present], np.float64)
+    n_acc = np.array([len(accepted[c]) for c in present])
+    n_total = cfg.n_jets
+    if n_total is None:
+        n_total = int(np.floor(np.min(n_acc / frac) * frac.sum()))
+        while n_total > 0 and np.any(_split_counts(n_total, frac) > n_acc):
+            n_total -= 1
+    shares = _split_counts(n_total, frac)
+    kept: list[np.ndarray] = []
+    for c, need in zip(present, shares, strict=True):
+        name, d = gen_classes[c], per_class[gen_classes[c]]
+        if len(accepted[c]) < need:
+            rate = max(d["acceptance"], 1e-9)
+            pool_needed = int(np.ceil(need / rate / (1.0 - cfg.train_fraction)))
+            raise InputError(
+                f"at least {need} accepted '{name}' jets (a pool of about {pool_needed} "
+                f"'{name}' jets at this acceptance, or a smaller n_jets)",
+                file=gen_store.root,
+                field="n_jets",
+                found=f"{len(accepted[c])} of {d['candidates']} candidates accepted",
+            )
+        kept.append(accepted[c][: int(need)])
+        d["kept"] = int(need)
         say(
-            f"refine {name}: classifier AUC {auc:.3f}, kept {len(acc_idx)} of {len(cand)} "
-            f"candidates (acceptance {accept.mean():.2f}, weight ESS {per_class[name]['effective_sample_size']:.0f})"
+            f"refine {name}: classifier AUC {d['classifier_auc']:.3f}, {d['accepted']} of "
+            f"{d['candidates']} candidates accepted ({d['acceptance']:.2f}; weight ESS "
+            f"{d['effective_sample_size']:.0f}), {need} kept"
         )
     idx = rng.permutation(np.concatenate(kept))
     if len(idx) == 0:
