@@ -27,6 +27,7 @@ from jetfm.data.simulate import (
 )
 from jetfm.data.simulate.matching import daughters, decay_products, last_copy, match_jets
 from jetfm.data.simulate.processes import PROCESSES
+from jetfm.data.simulate.runner import split_counts
 from jetfm.data.store import Store, read_shard, shard_path
 from jetfm.physics.grooming import softdrop
 from jetfm.physics.jets import jet_four_momentum
@@ -226,6 +227,21 @@ def test_plan_units_disjoint_and_seeds() -> None:
     seeds = [u.seed for u in units]
     assert len(set(seeds)) == len(seeds) and all(0 < s < 900_000_000 for s in seeds)
     assert unit_seed(1, "QCD", "train", 0) == units[0].seed
+
+
+def test_largest_remainder_by_hand() -> None:
+    """The rounding shared by the simulation's splits and `jetfm refine`'s class shares."""
+    from jetfm.core.rounding import largest_remainder
+
+    assert largest_remainder(10, [10 / 3] * 3) == [4, 3, 3]  # ties: the first gets the unit
+    assert largest_remainder(23, [18.4, 2.3, 2.3]) == [19, 2, 2]  # 0.4 beats 0.3
+    assert largest_remainder(7, [3.5, 3.5]) == [4, 3]
+    assert largest_remainder(5, [5.0, 0.0]) == [5, 0]
+    assert split_counts(23, {"train": 0.8, "val": 0.1, "test": 0.1}) == {
+        "train": 19,
+        "val": 2,
+        "test": 2,
+    }
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ import numpy as np
 from jetfm.core.atomic import write_json_atomic
 from jetfm.core.config import to_dict
 from jetfm.core.errors import ConfigError, InputError
+from jetfm.core.rounding import largest_remainder
 from jetfm.data.schema import JetBatch
 from jetfm.data.store import MANIFEST, Store, finalize_store, write_shard
 from jetfm.evaluate.generation import UNCONDITIONAL_CLASSES, jet_sample_from_batch
@@ -66,7 +67,8 @@ class RefineConfig:
 
     ``generated``: the pool (a ``jetfm sample`` store). ``reference``/``split``: simulated jets the
     classifier learns from (the generator's training split; never the split the metrics use).
-    ``n_jets``: jets to keep (null: every accepted candidate). ``features``: groups among
+    ``n_jets``: jets to keep (null: as many as every class's accepted jets allow, in the pool's
+    class proportions). ``features``: groups among
     ``particles`` and ``observables`` (see the module docstring). ``max_weight_quantile``: ``w_max``
     is this quantile of the candidates' weights (1.0: their maximum, exact but wasteful; below 1 the
     heaviest weights are clipped, a small bias for many more kept jets).
@@ -219,10 +221,7 @@ def effective_sample_size(w: np.ndarray) -> float:
 # ================================================================================= the command
 def _split_counts(n: int, fractions: np.ndarray) -> np.ndarray:
     """``n`` split in proportion to ``fractions`` (largest remainders; sums to ``n``)."""
-    raw = n * fractions / fractions.sum()
-    out = np.floor(raw).astype(np.int64)
-    out[np.argsort(-(raw - out), kind="stable")[: n - int(out.sum())]] += 1
-    return out
+    return np.array(largest_remainder(n, n * fractions / fractions.sum()), np.int64)
 
 
 def refine_from_config(cfg: RefineConfig, *, log: Any = None) -> dict[str, Any]:

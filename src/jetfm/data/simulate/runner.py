@@ -19,6 +19,7 @@ from typing import Any
 
 from jetfm.core.atomic import write_json_atomic
 from jetfm.core.errors import ConfigError
+from jetfm.core.rounding import largest_remainder
 from jetfm.data import store
 from jetfm.data.simulate.config import MAX_PYTHIA_SEED, SPLITS, SimulationConfig
 from jetfm.data.simulate.processes import pythia_settings
@@ -47,12 +48,8 @@ def unit_seed(base_seed: int, class_name: str, split: str, chunk: int) -> int:
 
 def split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
     """Integer jets per split summing to ``n`` (largest-remainder rounding, ties in split order)."""
-    raw = {s: n * fractions[s] for s in SPLITS}
-    counts = {s: int(raw[s]) for s in SPLITS}
-    rest = n - sum(counts.values())
-    for s in sorted(SPLITS, key=lambda s: (-(raw[s] - counts[s]), SPLITS.index(s)))[:rest]:
-        counts[s] += 1
-    return counts
+    counts = largest_remainder(n, [n * fractions[s] for s in SPLITS])
+    return dict(zip(SPLITS, counts, strict=True))
 
 
 def plan_units(cfg: SimulationConfig) -> list[WorkUnit]:
