@@ -16,7 +16,6 @@ from jetfm.core.config import load_config
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.data.schema import JetBatch
 from jetfm.data.store import Store, finalize_store, write_shard
-from jetfm.evaluate.predict import classifier_preprocessing
 from jetfm.evaluate.refine import (
     N_LEADING,
     N_PAIRS,
@@ -24,15 +23,12 @@ from jetfm.evaluate.refine import (
     density_ratio,
     density_ratio_classifier,
     effective_sample_size,
-    network_scores,
     refine,
     refine_features,
     rejection_accept,
-    with_constituent_axis,
 )
 from jetfm.physics.jets import jet_four_momentum
 from jetfm.physics.kinematics import ptetaphi_to_pxpypz, wrap_phi
-from jetfm.tasks.classify import ClassifyTask
 from tests.conftest import make_toy_jets, write_toy_store
 
 
@@ -195,42 +191,3 @@ def test_refine_config() -> None:
         load_config(RefineConfig, path, ["features=[pixels]"])
     with pytest.raises(ConfigError, match="train_fraction"):
         load_config(RefineConfig, path, ["train_fraction=1.0"])
-
-
-def test_refine_with_a_particle_network(tmp_path: Path) -> None:
-    """The transformer on the particles themselves finds the same toy defect, its scores ignore the
-    particle order, and its checkpoints travel with the refined store."""
-    ref = write_toy_store(tmp_path / "sim", {"train": 1600, "test": 1000}, seed=4)
-    pool, w_pool = _pool_store(tmp_path / "pool", 3000, seed=9)
-    w_ref = _width(Store(ref).read("test").truncate(64))
-    out = tmp_path / "refined"
-    net = {"dim": 16, "depth": 1, "heads": 2, "steps": 120, "batch_size": 64, "lr": 3.0e-3}
-    net["progress_bar"] = False
-    summary = refine(pool, ref, out, n_jets=250, seed=0, classifier="network", network=net)
-    kept = Store(out).read()
-    assert kept.n_jets == 250
-    w_kept = _width(kept)
-    assert abs(w_kept - w_ref) < 0.5 * abs(w_pool - w_ref), (w_pool, w_kept, w_ref)
-    for name, d in summary["classes"].items():
-        assert 0.6 < d["classifier_auc"] < 1.0, name
-    assert summary["features"] == ["particles: deta", "particles: dphi", "particles: log_pt"]
-    assert summary["settings"]["classifier"] == "network"
-    assert not list(tmp_path.glob(".refined.*")), "the training folder is removed"
-    # the kept classifier: reloads, and a jet's score does not depend on its particles' order
-    model = out / "classifiers" / "Tbqq"
-    task = ClassifyTask.from_pretrained(model).eval()
-    pre = classifier_preprocessing(model)
-    jets = with_constituent_axis(Store(pool).read().select(np.arange(40)), ["pt", "eta", "phi"])
-    rng = np.random.default_rng(1)
-    starts, counts = jets.offsets[:-1], jets.counts()
-    perm = np.concatenate([o + rng.permutation(n) for o, n in zip(starts, counts, strict=True)])
-    shuffled = JetBatch(
-        offsets=jets.offsets,
-        particles={k: v[perm] for k, v in jets.particles.items()},
-        jets=jets.jets,
-    )
-    # (all particles: a cut at 64 would keep other particles of a shuffled jet)
-    a = network_scores(task, pre, jets, 512)
-    b = network_scores(task, pre, shuffled, 512)
-    assert a.std() > 0
-    np.testing.assert_allclose(a, b, atol=1e-5)

@@ -33,20 +33,14 @@ apart, the refinement can do little; well above: the generator is visibly off).
   sample built with them says little about everything else: prefer ``[particles]`` and let
   ``observables`` show the ceiling.
 
-**Classifiers.** ``trees`` (default): scikit-learn's histogram gradient-boosted trees on the
-``features`` above (fast on a CPU, no tuning, missing leading particles are NaN). ``network``: a
-permutation-invariant transformer (jetfm's backbone with a class-attention head, trained from scratch
-with the one training loop) on the jet's particles themselves - (Δη, Δφ, log pT) to the axis of the
-massless constituents, the jets as the metrics see them - so no hand-picked summary and no scored
-observable enters; ``features`` is then unused. Its checkpoints are kept in the refined store's
-``classifiers/<class>/`` folder. Shapes: B jets, N particles.
+The classifier is scikit-learn's histogram gradient-boosted trees (fast on a CPU, no tuning, handles
+missing leading particles as NaN). Shapes: B jets, N particles.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,75 +48,17 @@ from typing import Any
 import numpy as np
 
 from jetfm.core.atomic import write_json_atomic
-from jetfm.core.config import from_dict, to_dict
+from jetfm.core.config import to_dict
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.core.rounding import largest_remainder
-from jetfm.data.features import (
-    JET_KEYS,
-    Preprocessing,
-    required_particle_fields,
-    resolve_feature_names,
-)
 from jetfm.data.schema import JetBatch
 from jetfm.data.store import MANIFEST, Store, finalize_store, write_shard
 from jetfm.evaluate.generation import UNCONDITIONAL_CLASSES, jet_sample_from_batch
-from jetfm.evaluate.predict import score
-from jetfm.models.backbone import BackboneConfig
-from jetfm.physics.jets import jet_four_momentum
-from jetfm.tasks.base import build_task
-from jetfm.tasks.classify import ClassifyConfig, ClassifyTask
-from jetfm.train.config import OptimizerConfig, ScheduleConfig, TrainConfig
-from jetfm.train.finetune import InMemoryJets, LabelledJets
-from jetfm.train.loop import fit
-from jetfm.train.resume import seed_all
 
 REFINE_JSON = "refine.json"
-CLASSIFIERS = ("trees", "network")
-CLASSIFIER_DIR = "classifiers"
 FEATURE_GROUPS = ("particles", "observables")
 N_LEADING = 8  # particles whose (dR, log pT_rel) are features
 N_PAIRS = 4  # leading particles whose pairwise dR are features
-
-
-@dataclass
-class NetworkConfig:
-    """``classifier: network``: a transformer on the jet's particles, trained from scratch per class.
-
-    ``steps`` optimizer steps of ``batch_size`` jets (AdamW, cosine schedule with a 5% warm-up);
-    ``max_particles`` leading particles per jet (the generator's ``max_length`` is the natural
-    choice). ``accelerator``: ``auto``/``cpu``/``gpu``/``mps``.
-    """
-
-    dim: int = 64
-    depth: int = 3
-    heads: int = 4
-    head_depth: int = 1
-    dropout: float = 0.0
-    feature_set: str = "kin3"
-    max_particles: int = 64
-    batch_size: int = 128
-    steps: int = 2000
-    lr: float = 1.0e-3
-    weight_decay: float = 0.01
-    min_pt: float = 0.0  # GeV: softer particles are not shown to the network (both samples)
-    accelerator: str = "auto"
-    progress_bar: bool = True
-
-    def __post_init__(self) -> None:
-        resolve_feature_names(self.feature_set)  # a known set, or a ConfigError naming it
-        for name in ("dim", "depth", "heads", "head_depth", "max_particles", "batch_size", "steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(
-                    "an integer >= 1", field=f"network.{name}", found=getattr(self, name)
-                )
-        if self.dim % self.heads:
-            raise ConfigError(
-                f"a dim divisible by heads ({self.heads})", field="network.dim", found=self.dim
-            )
-        if self.lr <= 0:
-            raise ConfigError("a number > 0", field="network.lr", found=self.lr)
-        if self.min_pt < 0:
-            raise ConfigError("a number >= 0", field="network.min_pt", found=self.min_pt)
 
 
 @dataclass
@@ -132,8 +68,8 @@ class RefineConfig:
     ``generated``: the pool (a ``jetfm sample`` store). ``reference``/``split``: simulated jets the
     classifier learns from (the generator's training split; never the split the metrics use).
     ``n_jets``: jets to keep (null: as many as every class's accepted jets allow, in the pool's
-    class proportions). ``classifier``: ``trees`` on ``features`` (groups among ``particles`` and
-    ``observables``, see the module docstring) or ``network`` on the particles (``network``). ``max_weight_quantile``: ``w_max``
+    class proportions). ``features``: groups among
+    ``particles`` and ``observables`` (see the module docstring). ``max_weight_quantile``: ``w_max``
     is this quantile of the candidates' weights (1.0: their maximum, exact but wasteful; below 1 the
     heaviest weights are clipped, a small bias for many more kept jets).
     """
@@ -143,9 +79,7 @@ class RefineConfig:
     output: Path = Path("data/refined")
     split: str = "train"
     n_jets: int | None = None
-    classifier: str = "trees"  # trees | network
     features: list[str] = field(default_factory=lambda: ["particles"])
-    network: NetworkConfig = field(default_factory=NetworkConfig)
     train_fraction: float = 0.5
     max_weight_quantile: float = 0.99
     max_iter: int = 300  # boosting rounds at most (early stopping on 10% of the training jets)
@@ -158,12 +92,6 @@ class RefineConfig:
             Path(self.reference),
             Path(self.output),
         )
-        if isinstance(self.network, dict):  # keyword use: refine(..., network={...})
-            self.network = from_dict(NetworkConfig, self.network, prefix="network.")
-        if self.classifier not in CLASSIFIERS:
-            raise ConfigError(
-                f"one of {list(CLASSIFIERS)}", field="classifier", found=repr(self.classifier)
-            )
         self.features = list(self.features)
         bad = [f for f in self.features if f not in FEATURE_GROUPS]
         if not self.features or bad:
@@ -273,118 +201,7 @@ def density_ratio_classifier(
 
 def density_ratio(clf: Any, feats: np.ndarray, eps: float = 1e-4) -> np.ndarray:
     """``w = D / (1 - D)`` for each row (D clipped to [eps, 1 - eps])."""
-    return ratio_from_scores(clf.predict_proba(feats)[:, 1], eps)
-
-
-# ================================================================================= network
-def with_constituent_axis(
-    batch: JetBatch, fields: list[str] | tuple[str, ...], *, min_pt: float = 0.0
-) -> JetBatch:
-    """The jets with only ``fields`` per particle and their axis (pt, eta, phi, mass, energy)
-    recomputed from the massless constituents, as the generation metrics see them; then the
-    particles below ``min_pt`` (GeV) are dropped (each jet keeps at least its leading one).
-
-    Why: a simulated jet's stored axis belongs to all its massive particles, not to the leading
-    ``max_length`` a generator makes; a classifier would learn that bookkeeping difference. The pT
-    floor keeps a classifier off the extreme soft tail (a token decoder has a softest cell; a
-    detector a threshold), which the IRC-safe jet observables hardly see.
-    """
-    p = batch.particles
-    e = np.sqrt(sum(p[k].astype(np.float64) ** 2 for k in ("px", "py", "pz")))  # (P,) massless
-    axis = jet_four_momentum(p["px"], p["py"], p["pz"], e, batch.offsets)
-    jets = {k: np.asarray(axis[k], np.float32) for k in JET_KEYS}
-    jets["label"] = batch.jets["label"]
-    keep = np.asarray(p["pt"]) >= min_pt  # (P,)
-    keep[batch.offsets[:-1]] = True  # each jet's leading particle (stores are pT-ordered, no jet
-    # is empty)
-    counts = np.add.reduceat(keep.astype(np.int64), batch.offsets[:-1])  # (B,)
-    offsets = np.zeros(batch.n_jets + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    jets["n_particles"] = counts.astype(batch.jets["n_particles"].dtype)
-    return JetBatch(offsets=offsets, particles={k: p[k][keep] for k in fields}, jets=jets)
-
-
-def train_network_classifier(
-    gen: JetBatch, ref: JetBatch, cfg: NetworkConfig, run_dir: Path, *, seed: int = 0
-) -> tuple[ClassifyTask, Preprocessing, float, Path]:
-    """Train generated (0) vs reference (1) jets, as many of each, with :func:`jetfm.train.fit`.
-
-    Returns the trained classifier (reloaded from its final checkpoint, in eval mode), its input
-    standardisation (fitted on its training jets), its ROC AUC on a held-out quarter of the jets
-    and the checkpoint's model folder. Equal numbers make ``D / (1 - D)`` the density ratio.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    n = min(gen.n_jets, ref.n_jets)
-    if n < 8:
-        raise InputError(
-            "at least 8 generated and 8 reference jets to train the classifier",
-            field="train_fraction",
-            found=(gen.n_jets, ref.n_jets),
-        )
-    rng = np.random.default_rng([seed, 17])
-    jets = JetBatch.concatenate(
-        [gen.select(rng.permutation(gen.n_jets)[:n]), ref.select(rng.permutation(ref.n_jets)[:n])]
-    )
-    y = np.repeat(np.array([0, 1], np.int64), n)  # (2n,) generated 0, reference 1
-    perm = rng.permutation(2 * n)
-    test, train = perm[: (2 * n) // 4], perm[(2 * n) // 4 :]
-    names = resolve_feature_names(cfg.feature_set)
-    train_jets = jets.select(train)
-    pre = Preprocessing.for_set(names, max_particles=cfg.max_particles).fit(train_jets)
-    seed_all(seed)
-    backbone = BackboneConfig(
-        dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dropout=cfg.dropout, n_features=len(names)
-    )
-    task = build_task(
-        ClassifyConfig(
-            backbone=backbone,
-            n_classes=2,
-            class_names=["generated", "simulated"],
-            head_depth=cfg.head_depth,
-            regime="scratch",
-        )
-    )
-    tcfg = TrainConfig(
-        output_dir=run_dir,
-        max_steps=cfg.steps,
-        optimizer=OptimizerConfig(lr=cfg.lr, weight_decay=cfg.weight_decay),
-        schedule=ScheduleConfig(name="cosine", warmup_steps=max(1, cfg.steps // 20)),
-        accelerator=cfg.accelerator,
-        devices=1,
-        checkpoint_every=cfg.steps,
-        keep_last=1,
-        val_every=0,
-        seed=seed,
-        progress_bar=cfg.progress_bar,
-        quiet=True,
-    )
-    loader = InMemoryJets(
-        LabelledJets(train_jets, y[train]), pre, cfg.batch_size, cfg.max_particles, seed=seed
-    )
-    meta = {"task": "classify", "purpose": "refine: generated (0) vs simulated (1)"}
-    res = fit(task, loader, None, tcfg, preprocessing=pre.to_dict(), meta=meta)
-    assert res.checkpoint is not None  # fit always writes a final step folder
-    model = res.checkpoint / "model"
-    trained = ClassifyTask.from_pretrained(model)
-    assert isinstance(trained, ClassifyTask)
-    trained = trained.eval()
-    p = network_scores(trained, pre, jets.select(test), cfg.max_particles)
-    auc = float(roc_auc_score(y[test], p)) if len(test) else float("nan")
-    return trained, pre, auc, model
-
-
-def network_scores(
-    task: ClassifyTask, pre: Preprocessing, jets: JetBatch, max_particles: int
-) -> np.ndarray:
-    """``D`` (B,): the classifier's probability that each jet is simulated."""
-    data = LabelledJets(jets, np.zeros(jets.n_jets, np.int64))
-    return score(task, data, pre, max_particles=max_particles)[:, 1]
-
-
-def ratio_from_scores(d: np.ndarray, eps: float = 1e-4) -> np.ndarray:
-    """``w = D / (1 - D)`` (D clipped to [eps, 1 - eps])."""
-    d = np.clip(np.asarray(d, np.float64), eps, 1.0 - eps)
+    d = np.clip(clf.predict_proba(feats)[:, 1], eps, 1.0 - eps)
     return d / (1.0 - d)
 
 
@@ -409,23 +226,7 @@ def _split_counts(n: int, fractions: np.ndarray) -> np.ndarray:
 
 def refine_from_config(cfg: RefineConfig, *, log: Any = None) -> dict[str, Any]:
     """Write ``cfg.output``: a store of refined jets plus ``refine.json`` (settings and, per class,
-    the classifier's AUC, candidates, acceptance and kept jets); return that summary.
-
-    Network classifiers train in a temporary folder beside the output (removed afterwards, also on
-    errors); their final models are copied into ``<output>/classifiers/<class>/``.
-    """
-    out = Path(cfg.output)
-    if cfg.classifier != "network":
-        return _refine(cfg, log, None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        return _refine(cfg, log, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _refine(cfg: RefineConfig, log: Any, work: Path | None) -> dict[str, Any]:
+    the classifier's AUC, candidates, acceptance and kept jets); return that summary."""
     say = log or (lambda _msg: None)
     gen_store, ref_store = Store(cfg.generated), Store(cfg.reference)
     out = Path(cfg.output)
@@ -470,32 +271,16 @@ def _refine(cfg: RefineConfig, log: Any, work: Path | None) -> dict[str, Any]:
     n_cand = {c: len(p) - round(cfg.train_fraction * len(p)) for c, p in pools.items()}
     accepted: dict[int, np.ndarray] = {}
     per_class: dict[str, Any] = {}
-    models: dict[int, Path] = {}  # network classifiers' model folders, per class
     for c in present:
         pool = pools[c]
         n_train = len(pool) - n_cand[c]
         g_train, cand = pool[:n_train], pool[n_train:]
         r_idx = rng.permutation(groups[c])[: max(n_train, 8)]
-        if cfg.classifier == "trees":
-            fg, names_f = refine_features(gen.select(g_train), cfg.features, jet_radius=radius)
-            fr, _ = refine_features(ref.select(r_idx), cfg.features, jet_radius=radius)
-            clf, auc = density_ratio_classifier(fg, fr, seed=cfg.seed, max_iter=cfg.max_iter)
-            fc, _ = refine_features(gen.select(cand), cfg.features, jet_radius=radius)
-            w = density_ratio(clf, fc)
-        else:
-            assert work is not None  # refine_from_config makes it for network classifiers
-            net = cfg.network
-            fields = required_particle_fields(resolve_feature_names(net.feature_set))
-            names_f = [f"particles: {f}" for f in resolve_feature_names(net.feature_set)]
-            task, pre, auc, models[c] = train_network_classifier(
-                with_constituent_axis(gen.select(g_train), fields, min_pt=net.min_pt),
-                with_constituent_axis(ref.select(r_idx), fields, min_pt=net.min_pt),
-                net,
-                work / f"class{c}",
-                seed=cfg.seed,
-            )
-            gc = with_constituent_axis(gen.select(cand), fields, min_pt=net.min_pt)
-            w = ratio_from_scores(network_scores(task, pre, gc, net.max_particles))
+        fg, names_f = refine_features(gen.select(g_train), cfg.features, jet_radius=radius)
+        fr, _ = refine_features(ref.select(r_idx), cfg.features, jet_radius=radius)
+        clf, auc = density_ratio_classifier(fg, fr, seed=cfg.seed, max_iter=cfg.max_iter)
+        fc, _ = refine_features(gen.select(cand), cfg.features, jet_radius=radius)
+        w = density_ratio(clf, fc)
         accept, w_max = rejection_accept(w, rng, cfg.max_weight_quantile)
         accepted[c] = cand[accept]
         per_class[gen_classes[c]] = {
@@ -557,8 +342,6 @@ def _refine(cfg: RefineConfig, log: Any, work: Path | None) -> dict[str, Any]:
     for k, start in enumerate(range(0, batch.n_jets, shard)):
         part = batch.select(np.arange(start, min(start + shard, batch.n_jets)))
         write_shard(out, f"refined-{k:05d}", part, split="test", attrs={"seed": cfg.seed})
-    for c, model in models.items():
-        shutil.copytree(model, out / CLASSIFIER_DIR / gen_classes[c])
     write_json_atomic(out / REFINE_JSON, summary)
     source = {**src, "refine": settings}
     finalize_store(out, classes=list(gen_classes), source=source)
