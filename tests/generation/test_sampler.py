@@ -197,6 +197,97 @@ def test_two_level_head_draws_cell_then_residual() -> None:
     assert first.tolist() == [2 * R + 1, 7]  # cell 2's likelier residual; STOP
 
 
+def test_two_level_guidance_tilts_the_residual_draw() -> None:
+    """Class guidance on a two-level head's second draw: residual codes follow p^(1+w) / q^w
+    (renormalised), with p the jet's own and q the contrast class's conditional."""
+    C, R, w = 2, 3, 0.5
+    p_res = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    q_res = torch.tensor([[0.2, 0.3, 0.5], [0.2, 0.6, 0.2]])
+
+    def residuals(h, cell):  # h[:, 0] = 0: the jet's own label, 1: the contrast
+        return torch.where(h[:, :1] > 0, q_res[cell].log(), p_res[cell].log())
+
+    two = TwoLevelHead(lambda h: h.new_zeros(h.shape[0], C + 2), residuals, C, R)
+    n = 40000
+    g = torch.Generator().manual_seed(1)
+    choice = torch.arange(n) % C
+    own, other = torch.zeros(n, 2), torch.ones(n, 2)
+    guide = (other, torch.full((n,), w))
+    tokens = two.draw(own, choice, torch.rand(n, generator=g), SamplingConfig(), guide)
+    for c in range(C):
+        freq = torch.bincount(tokens[choice == c] - c * R, minlength=R).float() / (n // C)
+        tilt = p_res[c] ** (1 + w) / q_res[c] ** w
+        assert torch.allclose(freq, tilt / tilt.sum(), atol=4 * math.sqrt(0.25 / (n // C)))
+    plain = two.draw(own, choice, torch.rand(n, generator=g), SamplingConfig(), None)
+    assert not torch.equal(plain, tokens)
+
+
+@pytest.mark.parametrize("factorised", [False, True], ids=["flat", "two-level"])
+def test_class_guidance_plumbing(kmeans_tokenizer, factorised) -> None:
+    """Guidance runs the contrast class in the same batch and cache: cached == uncached; weight 0,
+    or the jet's own class as the contrast, give exactly the unguided jets; a real contrast
+    changes them."""
+    if factorised:
+        jets = make_toy_jets(200, seed=3)
+        pre = Preprocessing.for_set("kin3", max_particles=64).fit(jets)
+        x = torch.as_tensor(pre.transform(compute_features(jets, pre.feature_names)))
+        from jetfm.tokenizers import KMeansTokenizer, TokenizerConfig
+
+        tcfg = TokenizerConfig(type="kmeans", codebook_size=64, kmeans_residual_codes=8)
+        tok = KMeansTokenizer(tcfg, preprocessing=pre.to_dict()).fit(x, seed=0, iters=5).eval()
+        task = make_task(tok, n_classes=2, factorised_head=True, geometric_head=True)
+    else:
+        task = make_task(kmeans_tokenizer, n_classes=2, n_registers=2)
+    n = 24
+    labels = torch.tensor([0, 1] * (n // 2))
+
+    def draw(guide_labels=None, guidance=None, use_cache=True):
+        cfg = SamplingConfig(max_length=20, use_cache=use_cache)
+        return sample_ntp_tokens(
+            task,
+            n,
+            cfg,
+            labels=labels,
+            generator=seeded_generator(0),
+            guide_labels=guide_labels,
+            guidance=guidance,
+        )
+
+    plain = draw()
+    weight = torch.full((n,), 1.5)
+    guided = draw(1 - labels, weight)
+    again = draw(1 - labels, weight, use_cache=False)
+    assert torch.equal(guided.ids, again.ids) and torch.equal(guided.mask, again.mask)
+    assert not torch.equal(guided.ids, plain.ids)
+    for same in (draw(labels, weight), draw(1 - labels, torch.zeros(n))):
+        assert torch.equal(same.ids, plain.ids) and torch.equal(same.stopped, plain.stopped)
+    # per-jet weights: the unguided jets (w = 0) are those of the plain draw
+    half = torch.where(labels == 1, 1.5, 0.0)
+    mixed = draw(1 - labels, half)
+    assert torch.equal(mixed.ids[labels == 0], plain.ids[labels == 0])
+    with pytest.raises(InputError, match="guidance"):
+        sample_ntp_tokens(task, n, SamplingConfig(), labels=labels, guidance=weight)
+
+
+def test_class_guidance_settings() -> None:
+    """`jetfm sample`'s guidance settings -> per-class weights and contrast classes."""
+    from jetfm.evaluate.generation import class_guidance
+
+    classes = ["QCD", "Tbqq"]
+    assert class_guidance(0.0, None, classes, 2) is None
+    assert class_guidance({"Tbqq": 0.0}, None, classes, 2) is None
+    w, c = class_guidance({"Tbqq": 0.5}, None, classes, 2)
+    assert w.tolist() == [0.0, 0.5] and c.tolist() == [1, 0]
+    w, c = class_guidance(0.3, "QCD", ["QCD", "Tbqq", "Wqq"], 3)
+    assert np.allclose(w, 0.3) and c.tolist() == [0, 0, 0]
+    with pytest.raises(ConfigError, match="class names"):
+        class_guidance({"top": 0.5}, None, classes, 2)
+    with pytest.raises(ConfigError, match="contrast class"):
+        class_guidance(0.5, None, ["a", "b", "c"], 3)
+    with pytest.raises(ConfigError, match="without class conditioning"):
+        class_guidance(0.5, None, ["generated"], 0)
+
+
 def test_two_level_task_samples_and_refuses_particle_forbidden_ids() -> None:
     """generate_tokens with a factorised NTP model on a real two-level k-means tokenizer:
     cached == uncached, particle tokens from every part of the vocabulary, and a forbidden

@@ -46,6 +46,12 @@ Each step draws one token per unfinished jet. Why the choices:
   ids (special ids only: a particle token cannot be forbidden without its whole cell);
   ``logit_bias`` returns logits in the head's space (cells, then the special ids,
   :meth:`TwoLevelHead.head_ids`).
+* **Class guidance** (``guide_labels`` and ``guidance``, both (B,)): each jet is also run with a
+  second label (a contrast class), in the same batch and cache, and the head's logits become
+  ``l + w (l - l_guide)`` (classifier-free guidance with a class as the negative prompt): ``w > 0``
+  pushes a jet away from what the contrast class would do next, ``w = 0`` leaves it unguided. It
+  acts on both draws of a two-level head; a ``logit_bias`` (masks, a pointer prior) is taken from
+  the jet's own label only. It doubles the backbone's work per step.
 * STOP is forbidden until ``min_length`` particles exist (default 1: no empty jets); START is never
   sampled. A jet that reaches ``max_length`` without STOP is cut there (``stopped`` is False).
 
@@ -154,13 +160,24 @@ class TwoLevelHead:
         K, C = self.n_codes, self.n_cells
         return torch.where(choice >= C, choice - C + K, choice * self.n_residuals + residual)
 
-    def draw(self, hid: Tensor, choice: Tensor, u: Tensor, cfg: SamplingConfig) -> Tensor:
+    def draw(
+        self,
+        hid: Tensor,
+        choice: Tensor,
+        u: Tensor,
+        cfg: SamplingConfig,
+        guide: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Head ids ``choice`` (b,) drawn from :attr:`cells` -> token ids (b,): a drawn cell's
-        residual code is drawn from :attr:`residuals` with uniforms ``u`` (b,)."""
+        residual code is drawn from :attr:`residuals` with uniforms ``u`` (b,). ``guide`` = (hidden
+        states of the contrast labels (b, D), weights (b,)) applies class guidance to it."""
         cell = choice < self.n_cells
         residual = torch.zeros_like(choice)  # (b,)
         if bool(cell.any()):
             logits = self.residuals(hid[cell], choice[cell]).float()  # (c, R)
+            if guide is not None:
+                other = self.residuals(guide[0][cell], choice[cell]).float()  # (c, R)
+                logits = logits + guide[1][cell, None] * (logits - other)
             residual[cell] = choose_tokens(logits, u[cell], cfg)
         return self.token_ids(choice, residual)
 
@@ -295,6 +312,8 @@ def generate_tokens(
     device: torch.device | str | None = None,
     logit_bias: LogitBiasFn | None = None,
     prefix_steps: int = 0,
+    guide_labels: Tensor | None = None,
+    guidance: Tensor | None = None,
 ) -> SampledTokens:
     """Sample ``n_jets`` token sequences ``START t_1 ... t_n [STOP]`` (see the module docstring).
 
@@ -304,6 +323,8 @@ def generate_tokens(
     ``logit_bias`` adds prefix-dependent terms to the logits (see the module docstring). The first
     ``prefix_steps`` draws use ``config.prefix_temperature`` (when set) instead of its temperature.
     A :class:`TwoLevelHead` draws a cell (or special id), then the cell's residual code.
+    ``guide_labels`` (B,) and ``guidance`` (B,) weights switch on class guidance (see the module
+    docstring); they need ``labels``.
     """
     cfg = config or SamplingConfig()
     prefix_cfg = cfg
@@ -325,6 +346,26 @@ def generate_tokens(
         labels = torch.as_tensor(labels, device=device).long()
         if labels.shape != (B,):
             raise InputError(f"labels of shape ({B},)", field="labels", found=tuple(labels.shape))
+    guided = guide_labels is not None or guidance is not None
+    if guided:
+        if labels is None or guide_labels is None or guidance is None:
+            raise InputError(
+                "labels, guide_labels and guidance together (class guidance)",
+                field="guidance",
+                found={
+                    "labels": labels is not None,
+                    "guide_labels": guide_labels is not None,
+                    "guidance": guidance is not None,
+                },
+            )
+        guide_labels = torch.as_tensor(guide_labels, device=device).long()
+        weight = torch.as_tensor(guidance, device=device, dtype=torch.float32)
+        if guide_labels.shape != (B,) or weight.shape != (B,):
+            raise InputError(
+                f"guide_labels and guidance of shape ({B},)",
+                field="guidance",
+                found=(tuple(guide_labels.shape), tuple(weight.shape)),
+            )
     never = torch.tensor(sorted({start_id, *forbidden_ids}), dtype=torch.long, device=device)
     two = head if isinstance(head, TwoLevelHead) else None
     head_stop = stop_id
@@ -349,13 +390,23 @@ def generate_tokens(
         cache = KVCache() if cfg.use_cache else None
         for step in range(N):
             lab = None if labels is None else labels[rows]
+            inp = seq
+            if guided:  # the contrast rows follow the jets' own rows in one batch (and cache)
+                inp, lab = torch.cat([seq, seq]), torch.cat([lab, guide_labels[rows]])
             if cache is not None:
-                h = embed(seq, lab, step)  # (b, 1, D): the new token only, at position step
+                h = embed(inp, lab, step)  # (b, 1, D): the new token only, at position step
                 hid = backbone.encode(h, None, cache=cache)[:, -1]  # (b, D)
             else:
-                h = embed(seq, lab, 0)  # (b, T, D): the whole prefix again
+                h = embed(inp, lab, 0)  # (b, T, D): the whole prefix again
                 hid = backbone.encode(h, None)[:, -1]
+            guide = None
+            if guided:  # hid: (2b, D) -> the jets' own (b, D) and the contrast's
+                b = seq.shape[0]
+                hid, hid_other = hid[:b], hid[b:]
+                guide = (hid_other, weight[rows])
             logits = head(hid).float()  # (b, V)
+            if guide is not None:
+                logits = logits + guide[1][:, None] * (logits - head(guide[0]).float())
             if logit_bias is not None:
                 logits = logits + logit_bias(hid, ids[rows, :step]).float()
             logits[:, never] = -float("inf")
@@ -366,7 +417,7 @@ def generate_tokens(
             step_cfg = prefix_cfg if step < prefix_steps else cfg
             nxt = choose_tokens(logits, u, step_cfg)  # (b,)
             if two is not None:
-                nxt = two.draw(hid, nxt, _uniforms(generator, B, device)[rows], step_cfg)
+                nxt = two.draw(hid, nxt, _uniforms(generator, B, device)[rows], step_cfg, guide)
             done = nxt == stop_id
             keep = ~done
             ids[rows[keep], step] = nxt[keep]
@@ -377,7 +428,8 @@ def generate_tokens(
                 index = keep.nonzero().squeeze(-1)
                 rows, seq, nxt = rows[index], seq[index], nxt[index]
                 if cache is not None:
-                    cache.reorder(index)
+                    both = torch.cat([index, index + len(keep)]) if guided else index
+                    cache.reorder(both)
             # the cache holds the prefix, so the cached path only keeps the newest token
             seq = nxt[:, None] if cache is not None else torch.cat([seq, nxt[:, None]], dim=1)
     return SampledTokens(ids=ids, mask=ids >= 0, stopped=stopped)

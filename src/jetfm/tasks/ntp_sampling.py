@@ -55,6 +55,8 @@ class NTPSampling:
         consistent: bool = False,
         max_redraws: int = 10,
         bin_tolerance: int = 0,
+        guide_labels: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> SampledTokens:
         """Run the one sampler, :func:`~jetfm.models.sampler.generate_tokens`, on this model's
         pieces (backbone, head, embedding, neighbour prior) in eval mode.
@@ -79,7 +81,11 @@ class NTPSampling:
 
         The bins keep the model's distribution; the particles are drawn from the model restricted
         to the jets that agree with them. ``draws`` (B,) and ``consistent`` (B,) of the result
-        say how many draws each jet took and whether it fits."""
+        say how many draws each jet took and whether it fits.
+
+        ``guide_labels`` (B,) and ``guidance`` (B,) weights: class guidance against a contrast
+        class (:func:`~jetfm.models.sampler.generate_tokens`), in every draw and redraw."""
+        guide = {"guide_labels": guide_labels, "guidance": guidance}
         if consistent:
             return self._sample_consistent(
                 n_jets,
@@ -89,8 +95,11 @@ class NTPSampling:
                 jet_bins=jet_bins,
                 max_redraws=max_redraws,
                 bin_tolerance=bin_tolerance,
+                **guide,
             )
-        return self._sample(n_jets, config, labels=labels, generator=generator, jet_bins=jet_bins)
+        return self._sample(
+            n_jets, config, labels=labels, generator=generator, jet_bins=jet_bins, **guide
+        )
 
     def _sample_consistent(
         self,
@@ -102,6 +111,8 @@ class NTPSampling:
         jet_bins: Tensor | None,
         max_redraws: int,
         bin_tolerance: int,
+        guide_labels: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> SampledTokens:
         """:meth:`sample_tokens` with ``consistent=True``."""
         if not self.n_jet_tokens:
@@ -121,7 +132,8 @@ class NTPSampling:
                 found=config.min_length,
             )
         kw = {"stop_in_bin": True, "generator": generator}
-        out = self._sample(n_jets, config, labels=labels, jet_bins=jet_bins, **kw)
+        guide = {"guide_labels": guide_labels, "guidance": guidance}
+        out = self._sample(n_jets, config, labels=labels, jet_bins=jet_bins, **kw, **guide)
         assert out.prefix is not None
         ids, mask, stopped, prefix = out.ids, out.mask, out.stopped, out.prefix
         fit = functools.partial(self.fit_to_bins, generator=generator, tolerance=bin_tolerance)
@@ -132,7 +144,8 @@ class NTPSampling:
             if rows.numel() == 0:
                 break
             lab = None if labels is None else labels[rows.to(labels.device)]
-            again = self._sample(len(rows), config, labels=lab, jet_bins=prefix[rows], **kw)
+            sub = {k: None if v is None else v[rows.to(v.device)] for k, v in guide.items()}
+            again = self._sample(len(rows), config, labels=lab, jet_bins=prefix[rows], **kw, **sub)
             ids[rows], mask[rows], stopped[rows] = again.ids, again.mask, again.stopped
             scale[rows], ok[rows] = fit(again.ids, again.mask, prefix[rows])
             draws[rows] += 1
@@ -149,6 +162,8 @@ class NTPSampling:
         generator: torch.Generator | None = None,
         jet_bins: Tensor | None = None,
         stop_in_bin: bool = False,
+        guide_labels: Tensor | None = None,
+        guidance: Tensor | None = None,
     ) -> SampledTokens:
         """One pass of the sampler (:meth:`sample_tokens` without the redraws)."""
         J = self.n_jet_tokens
@@ -186,6 +201,8 @@ class NTPSampling:
                 generator=generator,
                 logit_bias=bias,
                 prefix_steps=J,  # the jet tokens take config.prefix_temperature
+                guide_labels=guide_labels,
+                guidance=guidance,
             )
         finally:
             self.train(was_training)
