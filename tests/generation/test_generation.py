@@ -298,6 +298,17 @@ def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_p
     # consistent sampling (tested in tests/tasks/test_ntp.py) runs from `jetfm sample` too
     out = Store(sample(model, 6, tmp_path / "fit", max_length=32, consistent=True, max_redraws=2))
     assert out.manifest["source"]["consistent"] is True and out.n_jets("test") == 6
+    # guidance (tested in test_sampler.py) runs from `jetfm sample`, in the redraws too: the model
+    # as its own guide draws the unguided jets; the other class as the contrast changes them
+    kw = {"max_length": 32, "consistent": True, "max_redraws": 2}
+    same = Store(sample(model, 6, tmp_path / "self", guide_checkpoint=model, guidance=1.0, **kw))
+    a, b = out.read("test"), same.read("test")
+    assert np.array_equal(a.offsets, b.offsets) and np.array_equal(
+        a.particles["pt"], b.particles["pt"]
+    )
+    assert same.manifest["source"]["guide_checkpoint"].startswith(str(model.resolve()))
+    cls = Store(sample(model, 6, tmp_path / "cls", guidance=3.0, **kw))
+    assert not np.array_equal(cls.read("test").particles["pt"], a.particles["pt"])
     with pytest.raises(ConfigError, match="max_redraws"):
         sample(model, 4, tmp_path / "bad", consistent=True, max_redraws=-1)
     # conditioned on the jet-level bins and classes of jets drawn from a store's split

@@ -212,7 +212,7 @@ def test_two_level_guidance_tilts_the_residual_draw() -> None:
     g = torch.Generator().manual_seed(1)
     choice = torch.arange(n) % C
     own, other = torch.zeros(n, 2), torch.ones(n, 2)
-    guide = (other, torch.full((n,), w))
+    guide = (residuals, other, torch.full((n,), w))
     tokens = two.draw(own, choice, torch.rand(n, generator=g), SamplingConfig(), guide)
     for c in range(C):
         freq = torch.bincount(tokens[choice == c] - c * R, minlength=R).float() / (n // C)
@@ -284,8 +284,46 @@ def test_class_guidance_settings() -> None:
         class_guidance({"top": 0.5}, None, classes, 2)
     with pytest.raises(ConfigError, match="contrast class"):
         class_guidance(0.5, None, ["a", "b", "c"], 3)
-    with pytest.raises(ConfigError, match="without class conditioning"):
+    with pytest.raises(ConfigError, match="contrast class"):
         class_guidance(0.5, None, ["generated"], 0)
+    # another model as the contrast: each jet's own class (None), any number of classes
+    w, c = class_guidance(0.5, None, ["generated"], 0, guide_model=True)
+    assert w.tolist() == [0.5] and c is None
+    w, c = class_guidance({"b": 1.0}, None, ["a", "b", "c"], 3, guide_model=True)
+    assert w.tolist() == [0.0, 1.0, 0.0] and c is None
+
+
+def test_guide_model_plumbing(kmeans_tokenizer) -> None:
+    """Guidance by another model (autoguidance): cached == uncached; the model itself as its
+    guide gives the unguided jets; a different guide changes them; a guide over other tokens or
+    classes is refused."""
+    task = make_task(kmeans_tokenizer, n_classes=2, seed=0)
+    weaker = make_task(kmeans_tokenizer, n_classes=2, seed=5)
+    n = 24
+    labels = torch.tensor([0, 1] * (n // 2))
+
+    def draw(guide, w=1.0, use_cache=True):
+        return sample_ntp_tokens(
+            task,
+            n,
+            SamplingConfig(max_length=20, use_cache=use_cache),
+            labels=labels,
+            generator=seeded_generator(0),
+            guidance=torch.full((n,), w),
+            guide_task=guide,
+        )
+
+    plain = sample_ntp_tokens(
+        task, n, SamplingConfig(max_length=20), labels=labels, generator=seeded_generator(0)
+    )
+    a, b = draw(weaker), draw(weaker, use_cache=False)
+    assert torch.equal(a.ids, b.ids) and torch.equal(a.stopped, b.stopped)
+    assert not torch.equal(a.ids, plain.ids)
+    assert torch.equal(draw(task).ids, plain.ids)  # l + w (l - l) = l
+    assert torch.equal(draw(weaker, w=0.0).ids, plain.ids)
+    for other in (make_task(kmeans_tokenizer, n_classes=3), make_task(kmeans_tokenizer)):
+        with pytest.raises(InputError, match="guide model"):
+            draw(other)
 
 
 def test_two_level_task_samples_and_refuses_particle_forbidden_ids() -> None:

@@ -95,10 +95,13 @@ class SampleConfig:
     ``jet_temperature`` (jet tokens only): the temperature of the jet-token draws (null: the same
     as the particles'), so a lower particle temperature need not sharpen the jet-level
     distributions too.
-    ``guidance`` (class-conditional models): class guidance, each token's logits ``l + w (l -
-    l_contrast)`` with the logits ``l_contrast`` the model gives the same prefix under the contrast
-    class ``guide_against`` (null: the other class of a two-class model). One weight ``w`` for
-    every class, or ``{class name: w}`` (missing classes: 0). Sampling costs ~2x where ``w != 0``.
+    ``guidance``: each token's logits become ``l + w (l - l_contrast)``, with ``l_contrast`` the
+    logits of a contrast for the same prefix: the same model under the class ``guide_against``
+    (null: the other class of a two-class model; class guidance), or the model at
+    ``guide_checkpoint`` (another NTP checkpoint over the same tokens and jet-token bins, e.g. a
+    less-trained one: autoguidance), under the jet's own class unless ``guide_against`` is set.
+    One weight ``w`` for every class, or ``{class name: w}`` (missing classes: 0). Sampling costs
+    ~2x while any weight is not 0.
     """
 
     checkpoint: Path = Path("runs/ntp")
@@ -121,6 +124,7 @@ class SampleConfig:
     bin_tolerance: int = 0
     guidance: float | dict[str, float] = 0.0
     guide_against: int | str | None = None
+    guide_checkpoint: Path | None = None
     use_cache: bool = True
     head_dtype: str = "float32"  # float32 | bfloat16 (faster output projection, other draws)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -130,6 +134,8 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         self.checkpoint, self.output = Path(self.checkpoint), Path(self.output)
+        if self.guide_checkpoint is not None:
+            self.guide_checkpoint = Path(self.guide_checkpoint)
         if self.jet_condition_from is not None:
             self.jet_condition_from = Path(self.jet_condition_from)
             if self.jet_condition or self.class_label is not None:
@@ -221,13 +227,14 @@ def sample_ntp_tokens(
     consistent: bool = False,
     max_redraws: int = 10,
     bin_tolerance: int = 0,
-    guide_labels: Tensor | None = None,
     guidance: Tensor | None = None,
+    guide_labels: Tensor | None = None,
+    guide_task: Any = None,
 ) -> SampledTokens:
     """Sample token sequences from an :class:`~jetfm.tasks.ntp.NTPTask` (see ``generate_tokens``;
     ``jet_bins`` fixes leading jet tokens, ``consistent`` / ``max_redraws`` keep each jet in its
-    drawn bins, see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`; ``guide_labels`` and
-    ``guidance`` (B,) each: class guidance)."""
+    drawn bins, see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`; ``guidance`` (B,) weights with
+    ``guide_labels`` (B,) and / or ``guide_task``: guidance)."""
     n_classes = int(task.config.n_classes)
     if n_classes > 0 and labels is None:
         raise InputError(
@@ -252,7 +259,7 @@ def sample_ntp_tokens(
     if consistent:
         extra = {"consistent": True, "max_redraws": max_redraws, "bin_tolerance": bin_tolerance}
     if guidance is not None:
-        extra.update(guide_labels=guide_labels, guidance=guidance)
+        extra.update(guidance=guidance, guide_labels=guide_labels, guide_task=guide_task)
     return task.sample_tokens(
         n_jets, cfg, labels=labels, generator=generator, jet_bins=jet_bins, **extra
     )
@@ -503,12 +510,16 @@ def class_guidance(
     guide_against: int | str | None,
     classes: list[str],
     n_classes: int,
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Class guidance settings -> (weight (n_classes,) float32, contrast class (n_classes,) int64)
-    indexed by a jet's class, or None when every weight is 0 (no guidance, no extra cost)."""
+    *,
+    guide_model: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Guidance settings -> (weight (n_classes,) float32, contrast class (n_classes,) int64 or None:
+    each jet's own class) indexed by a jet's class (index 0 for an unconditional model), or None
+    when every weight is 0 (no guidance, no extra cost). Without a ``guide_model`` the contrast is
+    another class of the same model: ``guide_against``, or the other class of a two-class model."""
     if isinstance(guidance, Mapping):
         unknown = sorted(set(guidance) - set(classes))
-        if n_classes > 0 and unknown:
+        if unknown:
             raise ConfigError(f"class names among {classes}", field="guidance", found=unknown)
         weights = np.array([float(guidance.get(c, 0.0)) for c in classes], np.float32)
     else:
@@ -517,16 +528,13 @@ def class_guidance(
         raise ConfigError("finite weights", field="guidance", found=weights.tolist())
     if not weights.any():
         return None
-    if n_classes == 0:
-        raise ConfigError(
-            "guidance 0 (the model was trained without class conditioning)",
-            field="guidance",
-            found=guidance,
-        )
     if guide_against is None:
+        if guide_model:
+            return weights, None
         if n_classes != 2:
             raise ConfigError(
-                f"a contrast class for guidance with {n_classes} classes",
+                f"a contrast class (guide_against) or a guide_checkpoint for guidance with "
+                f"{n_classes} classes",
                 field="guide_against",
                 found=None,
             )
@@ -587,6 +595,7 @@ def sample(
     bin_tolerance: int = 0,
     guidance: float | dict[str, float] = 0.0,
     guide_against: int | str | None = None,
+    guide_checkpoint: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     head_dtype: str = "float32",
     device: str = "auto",
@@ -623,6 +632,7 @@ def sample(
         bin_tolerance=bin_tolerance,
         guidance=guidance,
         guide_against=guide_against,
+        guide_checkpoint=None if guide_checkpoint is None else Path(guide_checkpoint),
         use_cache=use_cache,
         head_dtype=head_dtype,
         device=device,
@@ -641,7 +651,16 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
     n_classes = int(task.config.n_classes)
     classes = _class_names(folder, n_classes) if n_classes > 0 else list(UNCONDITIONAL_CLASSES)
     _labels_for(cfg.class_label, classes, n_classes, 0, 1)  # fail early on a bad class
-    guide = class_guidance(cfg.guidance, cfg.guide_against, classes, n_classes)
+    guide_task = guide_folder = None
+    if cfg.guide_checkpoint is not None:
+        guide_folder = resolve_ntp_checkpoint(cfg.guide_checkpoint)
+        guide_task = load_ntp(guide_folder, dev)
+        task.check_guide(guide_task)
+    guide = class_guidance(
+        cfg.guidance, cfg.guide_against, classes, n_classes, guide_model=guide_task is not None
+    )
+    if guide is None:
+        guide_task = None  # all weights 0: nothing to run it for
     if cfg.jet_temperature is not None and not task.n_jet_tokens:
         raise ConfigError(
             "a model with jet tokens for jet_temperature",
@@ -695,12 +714,16 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
                 jet_bins = ref_bins[start : start + n].to(dev)
                 lab = ref_labels[start : start + n] if n_classes > 0 else None
             gen = seeded_generator(cfg.seed, start // cfg.batch_size)
-            guided = {}
-            if guide is not None and lab is not None:
+            guided: dict[str, Any] = {}
+            if guide is not None:
                 weights, contrast = guide
+                cls = np.zeros(n, np.int64) if lab is None else lab
                 guided = {
-                    "guide_labels": torch.as_tensor(contrast[lab], device=dev),
-                    "guidance": torch.as_tensor(weights[lab], device=dev),
+                    "guidance": torch.as_tensor(weights[cls], device=dev),
+                    "guide_labels": None
+                    if contrast is None
+                    else torch.as_tensor(contrast[cls], device=dev),
+                    "guide_task": guide_task,
                 }
             toks = sample_ntp_tokens(
                 task,
@@ -759,6 +782,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
         "bin_tolerance": cfg.bin_tolerance,
         "guidance": cfg.guidance,
         "guide_against": cfg.guide_against,
+        "guide_checkpoint": None if guide_folder is None else str(guide_folder.resolve()),
         "jet_axis": "particles generated around eta=0, phi=0; jet fields recomputed from constituents",
         "jet_radius": cfg.jet_radius,
     }

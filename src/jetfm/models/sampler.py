@@ -46,12 +46,16 @@ Each step draws one token per unfinished jet. Why the choices:
   ids (special ids only: a particle token cannot be forbidden without its whole cell);
   ``logit_bias`` returns logits in the head's space (cells, then the special ids,
   :meth:`TwoLevelHead.head_ids`).
-* **Class guidance** (``guide_labels`` and ``guidance``, both (B,)): each jet is also run with a
-  second label (a contrast class), in the same batch and cache, and the head's logits become
-  ``l + w (l - l_guide)`` (classifier-free guidance with a class as the negative prompt): ``w > 0``
-  pushes a jet away from what the contrast class would do next, ``w = 0`` leaves it unguided. It
-  acts on both draws of a two-level head; a ``logit_bias`` (masks, a pointer prior) is taken from
-  the jet's own label only. It doubles the backbone's work per step.
+* **Guidance** (``guidance`` (B,) weights): each jet's logits ``l`` become ``l + w (l - l_g)``,
+  with ``l_g`` the logits of a contrast for the same prefix, so ``w > 0`` pushes each draw away
+  from what the contrast would do next and ``w = 0`` leaves a jet unguided. The contrast is
+  either the same model under another class (``guide_labels``: classifier-free guidance with a
+  class as the negative prompt; run in the same batch and KV cache) or another model over the
+  same vocabulary (``guide_model``, with the jet's own class unless ``guide_labels`` are given;
+  a weaker, less-trained checkpoint of the same recipe is "autoguidance", Karras et al. 2024,
+  arXiv 2406.02507: the difference points along what training added). It acts on both draws of
+  a two-level head; a ``logit_bias`` (masks, a pointer prior) is taken from the jet's own model
+  and class only. It doubles the backbone's work per step.
 * STOP is forbidden until ``min_length`` particles exist (default 1: no empty jets); START is never
   sampled. A jet that reaches ``max_length`` without STOP is cut there (``stopped`` is False).
 
@@ -166,18 +170,19 @@ class TwoLevelHead:
         choice: Tensor,
         u: Tensor,
         cfg: SamplingConfig,
-        guide: tuple[Tensor, Tensor] | None = None,
+        guide: tuple[Callable[[Tensor, Tensor], Tensor], Tensor, Tensor] | None = None,
     ) -> Tensor:
         """Head ids ``choice`` (b,) drawn from :attr:`cells` -> token ids (b,): a drawn cell's
-        residual code is drawn from :attr:`residuals` with uniforms ``u`` (b,). ``guide`` = (hidden
-        states of the contrast labels (b, D), weights (b,)) applies class guidance to it."""
+        residual code is drawn from :attr:`residuals` with uniforms ``u`` (b,). ``guide`` =
+        (the contrast's residual head, its hidden states (b, D'), weights (b,)) applies guidance
+        to that draw (see :func:`generate_tokens`)."""
         cell = choice < self.n_cells
         residual = torch.zeros_like(choice)  # (b,)
         if bool(cell.any()):
             logits = self.residuals(hid[cell], choice[cell]).float()  # (c, R)
             if guide is not None:
-                other = self.residuals(guide[0][cell], choice[cell]).float()  # (c, R)
-                logits = logits + guide[1][cell, None] * (logits - other)
+                other = guide[0](guide[1][cell], choice[cell]).float()  # (c, R)
+                logits = logits + guide[2][cell, None] * (logits - other)
             residual[cell] = choose_tokens(logits, u[cell], cfg)
         return self.token_ids(choice, residual)
 
@@ -312,8 +317,9 @@ def generate_tokens(
     device: torch.device | str | None = None,
     logit_bias: LogitBiasFn | None = None,
     prefix_steps: int = 0,
-    guide_labels: Tensor | None = None,
     guidance: Tensor | None = None,
+    guide_labels: Tensor | None = None,
+    guide_model: tuple[Backbone, HeadFn | TwoLevelHead, EmbedFn] | None = None,
 ) -> SampledTokens:
     """Sample ``n_jets`` token sequences ``START t_1 ... t_n [STOP]`` (see the module docstring).
 
@@ -323,8 +329,9 @@ def generate_tokens(
     ``logit_bias`` adds prefix-dependent terms to the logits (see the module docstring). The first
     ``prefix_steps`` draws use ``config.prefix_temperature`` (when set) instead of its temperature.
     A :class:`TwoLevelHead` draws a cell (or special id), then the cell's residual code.
-    ``guide_labels`` (B,) and ``guidance`` (B,) weights switch on class guidance (see the module
-    docstring); they need ``labels``.
+    ``guidance`` (B,) weights switch on guidance (see the module docstring) against the same model
+    under ``guide_labels`` (B,), or against ``guide_model`` = (backbone, head, embed) of another
+    model over the same vocabulary, under ``guide_labels`` or else ``labels``.
     """
     cfg = config or SamplingConfig()
     prefix_cfg = cfg
@@ -346,26 +353,28 @@ def generate_tokens(
         labels = torch.as_tensor(labels, device=device).long()
         if labels.shape != (B,):
             raise InputError(f"labels of shape ({B},)", field="labels", found=tuple(labels.shape))
-    guided = guide_labels is not None or guidance is not None
+    guided = guidance is not None
+    if not guided and (guide_labels is not None or guide_model is not None):
+        raise InputError(
+            "guidance weights with guide_labels / guide_model", field="guidance", found=None
+        )
     if guided:
-        if labels is None or guide_labels is None or guidance is None:
-            raise InputError(
-                "labels, guide_labels and guidance together (class guidance)",
-                field="guidance",
-                found={
-                    "labels": labels is not None,
-                    "guide_labels": guide_labels is not None,
-                    "guidance": guidance is not None,
-                },
-            )
-        guide_labels = torch.as_tensor(guide_labels, device=device).long()
         weight = torch.as_tensor(guidance, device=device, dtype=torch.float32)
-        if guide_labels.shape != (B,) or weight.shape != (B,):
+        if guide_labels is not None:
+            guide_labels = torch.as_tensor(guide_labels, device=device).long()
+        if guide_model is None and (labels is None or guide_labels is None):
             raise InputError(
-                f"guide_labels and guidance of shape ({B},)",
-                field="guidance",
-                found=(tuple(guide_labels.shape), tuple(weight.shape)),
+                "labels and guide_labels for class guidance (or a guide_model)",
+                field="guide_labels",
+                found=None,
             )
+        shapes = [tuple(weight.shape)] + ([] if guide_labels is None else [guide_labels.shape])
+        if any(tuple(sh) != (B,) for sh in shapes):
+            raise InputError(
+                f"guidance and guide_labels of shape ({B},)", field="guidance", found=shapes
+            )
+        if guide_labels is None:
+            guide_labels = labels
     never = torch.tensor(sorted({start_id, *forbidden_ids}), dtype=torch.long, device=device)
     two = head if isinstance(head, TwoLevelHead) else None
     head_stop = stop_id
@@ -379,34 +388,63 @@ def generate_tokens(
         never = two.head_ids(never)
         head_stop = int(two.head_ids(torch.tensor(stop_id)))
         head = two.cells
+    other_model = guide_model is not None
+    g_head: HeadFn = head
+    g_residuals = None if two is None else two.residuals
+    if guide_model is not None:
+        g_backbone, g_out, g_embed = guide_model
+        if isinstance(g_out, TwoLevelHead) != (two is not None) or (
+            two is not None
+            and isinstance(g_out, TwoLevelHead)
+            and (g_out.n_cells, g_out.n_residuals) != (two.n_cells, two.n_residuals)
+        ):
+            raise InputError(
+                "a guide_model with the same vocabulary (and kind of head)",
+                field="guide_model",
+                found=type(g_out).__name__,
+            )
+        if isinstance(g_out, TwoLevelHead):
+            g_head, g_residuals = g_out.cells, g_out.residuals
+        else:
+            g_head = g_out
 
     # inference mode: no autograd bookkeeping on the many small ops of each step; ids and stopped
     # were made outside it, so they stay ordinary tensors
     with torch.inference_mode():
         if cfg.head_dtype != "float32":
             head = projection_in_dtype(head, getattr(torch, cfg.head_dtype))  # type: ignore[arg-type]
+            g_head = projection_in_dtype(g_head, getattr(torch, cfg.head_dtype))  # type: ignore[arg-type]
         rows = torch.arange(B, device=device)  # original index of each unfinished jet
         seq = torch.full((B, 1), start_id, dtype=torch.long, device=device)  # (b, T)
         cache = KVCache() if cfg.use_cache else None
+        g_cache = KVCache() if cfg.use_cache and other_model else None
         for step in range(N):
             lab = None if labels is None else labels[rows]
-            inp = seq
-            if guided:  # the contrast rows follow the jets' own rows in one batch (and cache)
-                inp, lab = torch.cat([seq, seq]), torch.cat([lab, guide_labels[rows]])
+            glab = None if guide_labels is None else guide_labels[rows]
+            inp, both = seq, lab
+            same = guided and not other_model
+            if same:  # the contrast rows follow the jets' own rows in one batch (and cache)
+                inp, both = torch.cat([seq, seq]), torch.cat([lab, glab])
             if cache is not None:
-                h = embed(inp, lab, step)  # (b, 1, D): the new token only, at position step
+                h = embed(inp, both, step)  # (b, 1, D): the new token only, at position step
                 hid = backbone.encode(h, None, cache=cache)[:, -1]  # (b, D)
             else:
-                h = embed(inp, lab, 0)  # (b, T, D): the whole prefix again
+                h = embed(inp, both, 0)  # (b, T, D): the whole prefix again
                 hid = backbone.encode(h, None)[:, -1]
             guide = None
-            if guided:  # hid: (2b, D) -> the jets' own (b, D) and the contrast's
+            if same:  # hid: (2b, D) -> the jets' own (b, D) and the contrast's
                 b = seq.shape[0]
-                hid, hid_other = hid[:b], hid[b:]
-                guide = (hid_other, weight[rows])
+                hid, hid_g = hid[:b], hid[b:]
+                guide = (g_residuals, hid_g, weight[rows])
+            elif guided:
+                if g_cache is not None:
+                    hid_g = g_backbone.encode(g_embed(seq, glab, step), None, cache=g_cache)[:, -1]
+                else:
+                    hid_g = g_backbone.encode(g_embed(seq, glab, 0), None)[:, -1]
+                guide = (g_residuals, hid_g, weight[rows])
             logits = head(hid).float()  # (b, V)
             if guide is not None:
-                logits = logits + guide[1][:, None] * (logits - head(guide[0]).float())
+                logits = logits + guide[2][:, None] * (logits - g_head(guide[1]).float())
             if logit_bias is not None:
                 logits = logits + logit_bias(hid, ids[rows, :step]).float()
             logits[:, never] = -float("inf")
@@ -428,8 +466,9 @@ def generate_tokens(
                 index = keep.nonzero().squeeze(-1)
                 rows, seq, nxt = rows[index], seq[index], nxt[index]
                 if cache is not None:
-                    both = torch.cat([index, index + len(keep)]) if guided else index
-                    cache.reorder(both)
+                    cache.reorder(torch.cat([index, index + len(keep)]) if same else index)
+                if g_cache is not None:
+                    g_cache.reorder(index)
             # the cache holds the prefix, so the cached path only keeps the newest token
             seq = nxt[:, None] if cache is not None else torch.cat([seq, nxt[:, None]], dim=1)
     return SampledTokens(ids=ids, mask=ids >= 0, stopped=stopped)

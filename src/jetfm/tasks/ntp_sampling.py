@@ -26,6 +26,20 @@ from jetfm.core.errors import ConfigError, InputError
 from jetfm.models.sampler import SampledTokens, SamplingConfig, generate_tokens
 
 
+def _same_tokenizer(a: Any, b: Any) -> bool:
+    """Whether two tokenizers are the same: by content hash when both were saved or loaded, else
+    by their weights."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    ha, hb = getattr(a, "content_hash", None), getattr(b, "content_hash", None)
+    if ha is not None and hb is not None:
+        return bool(ha == hb)
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+
+
 class NTPSampling:
     """The sampling methods of :class:`~jetfm.tasks.ntp.NTPTask` (a mixin; see the module
     docstring for the task attributes it uses)."""
@@ -55,8 +69,9 @@ class NTPSampling:
         consistent: bool = False,
         max_redraws: int = 10,
         bin_tolerance: int = 0,
-        guide_labels: Tensor | None = None,
         guidance: Tensor | None = None,
+        guide_labels: Tensor | None = None,
+        guide_task: Any = None,
     ) -> SampledTokens:
         """Run the one sampler, :func:`~jetfm.models.sampler.generate_tokens`, on this model's
         pieces (backbone, head, embedding, neighbour prior) in eval mode.
@@ -83,9 +98,13 @@ class NTPSampling:
         to the jets that agree with them. ``draws`` (B,) and ``consistent`` (B,) of the result
         say how many draws each jet took and whether it fits.
 
-        ``guide_labels`` (B,) and ``guidance`` (B,) weights: class guidance against a contrast
-        class (:func:`~jetfm.models.sampler.generate_tokens`), in every draw and redraw."""
-        guide = {"guide_labels": guide_labels, "guidance": guidance}
+        ``guidance`` (B,) weights: guidance (:func:`~jetfm.models.sampler.generate_tokens`) against
+        this model under ``guide_labels`` (B,), or against ``guide_task``, another next-token
+        model over the same tokens and jet-token bins (:meth:`check_guide`), in every draw and
+        redraw."""
+        if guide_task is not None:
+            self.check_guide(guide_task)
+        guide = {"guidance": guidance, "guide_labels": guide_labels, "guide_task": guide_task}
         if consistent:
             return self._sample_consistent(
                 n_jets,
@@ -111,8 +130,9 @@ class NTPSampling:
         jet_bins: Tensor | None,
         max_redraws: int,
         bin_tolerance: int,
-        guide_labels: Tensor | None = None,
         guidance: Tensor | None = None,
+        guide_labels: Tensor | None = None,
+        guide_task: Any = None,
     ) -> SampledTokens:
         """:meth:`sample_tokens` with ``consistent=True``."""
         if not self.n_jet_tokens:
@@ -132,8 +152,10 @@ class NTPSampling:
                 found=config.min_length,
             )
         kw = {"stop_in_bin": True, "generator": generator}
-        guide = {"guide_labels": guide_labels, "guidance": guidance}
-        out = self._sample(n_jets, config, labels=labels, jet_bins=jet_bins, **kw, **guide)
+        guide = {"guidance": guidance, "guide_labels": guide_labels}
+        out = self._sample(
+            n_jets, config, labels=labels, jet_bins=jet_bins, guide_task=guide_task, **kw, **guide
+        )
         assert out.prefix is not None
         ids, mask, stopped, prefix = out.ids, out.mask, out.stopped, out.prefix
         fit = functools.partial(self.fit_to_bins, generator=generator, tolerance=bin_tolerance)
@@ -145,7 +167,15 @@ class NTPSampling:
                 break
             lab = None if labels is None else labels[rows.to(labels.device)]
             sub = {k: None if v is None else v[rows.to(v.device)] for k, v in guide.items()}
-            again = self._sample(len(rows), config, labels=lab, jet_bins=prefix[rows], **kw, **sub)
+            again = self._sample(
+                len(rows),
+                config,
+                labels=lab,
+                jet_bins=prefix[rows],
+                guide_task=guide_task,
+                **kw,
+                **sub,
+            )
             ids[rows], mask[rows], stopped[rows] = again.ids, again.mask, again.stopped
             scale[rows], ok[rows] = fit(again.ids, again.mask, prefix[rows])
             draws[rows] += 1
@@ -162,8 +192,9 @@ class NTPSampling:
         generator: torch.Generator | None = None,
         jet_bins: Tensor | None = None,
         stop_in_bin: bool = False,
-        guide_labels: Tensor | None = None,
         guidance: Tensor | None = None,
+        guide_labels: Tensor | None = None,
+        guide_task: Any = None,
     ) -> SampledTokens:
         """One pass of the sampler (:meth:`sample_tokens` without the redraws)."""
         J = self.n_jet_tokens
@@ -186,6 +217,10 @@ class NTPSampling:
             raise InputError(
                 "no jet_bins (the model has no jet tokens)", field="jet_bins", found="jet_bins"
             )
+        guide_model = None
+        if guide_task is not None:
+            guide_task.eval()
+            guide_model = (guide_task.backbone, guide_task.output_head(), guide_task.embed_tokens)
         was_training = self.training
         self.eval()
         try:
@@ -201,8 +236,9 @@ class NTPSampling:
                 generator=generator,
                 logit_bias=bias,
                 prefix_steps=J,  # the jet tokens take config.prefix_temperature
-                guide_labels=guide_labels,
                 guidance=guidance,
+                guide_labels=guide_labels,
+                guide_model=guide_model,
             )
         finally:
             self.train(was_training)
@@ -212,6 +248,38 @@ class NTPSampling:
         return SampledTokens(
             ids=out.ids[:, J:], mask=out.mask[:, J:], stopped=out.stopped, prefix=prefix
         )
+
+    def check_guide(self, other: Any) -> None:
+        """Refuse a guide model that does not speak this model's token sequences: the same
+        tokenizer (content hash), vocabulary, special ids, jet tokens and jet-token bin edges, so
+        that both score the same prefix as the same jet."""
+        mine = (
+            self.head_size,
+            self.start_id,
+            self.stop_id,
+            tuple(self.config.jet_tokens),
+            int(self.config.n_classes),
+        )
+        theirs = (
+            getattr(other, "head_size", None),
+            getattr(other, "start_id", None),
+            getattr(other, "stop_id", None),
+            tuple(getattr(getattr(other, "config", None), "jet_tokens", ())),
+            int(getattr(getattr(other, "config", None), "n_classes", -1)),
+        )
+        same_tok = _same_tokenizer(self.tokenizer, getattr(other, "tokenizer", None))
+        same_edges = self.n_jet_tokens == 0 or (
+            other.jet_edges.shape == self.jet_edges.shape
+            and torch.equal(other.jet_edges.cpu(), self.jet_edges.cpu())
+        )
+        if mine != theirs or not same_tok or not same_edges:
+            raise InputError(
+                "a guide model with this model's tokenizer, vocabulary, classes, jet tokens and "
+                "jet-token bin edges",
+                field="guide_checkpoint",
+                found=f"(head size, START, STOP, jet tokens, classes) {theirs} vs {mine}; "
+                f"same tokenizer: {same_tok}; same jet-token edges: {same_edges}",
+            )
 
     def condition_bins(self, values: Mapping[str, float]) -> Tensor:
         """Bins (m,) of physical jet values ``{name: value}`` (GeV for pt/mass/energy) for
