@@ -197,6 +197,41 @@ def test_two_level_head_draws_cell_then_residual() -> None:
     assert first.tolist() == [2 * R + 1, 7]  # cell 2's likelier residual; STOP
 
 
+def test_residual_temperature_acts_on_the_residual_draw_only() -> None:
+    """``residual_temperature`` sharpens p(residual | cell) alone: the residual codes follow
+    p^(1/T_r) (renormalised); unset, they take the draw's own temperature."""
+    C, R = 2, 3
+    p_res = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+
+    def residuals(h, cell):
+        return p_res[cell].log()
+
+    two = TwoLevelHead(lambda h: h.new_zeros(h.shape[0], C + 2), residuals, C, R)
+    n = 40000
+    g = torch.Generator().manual_seed(2)
+    choice = torch.arange(n) % C
+    hid = torch.zeros(n, 2)
+    for t_res, power in ((0.5, 2.0), (None, 1.0)):
+        cfg = SamplingConfig(temperature=1.0, residual_temperature=t_res)
+        tokens = two.draw(hid, choice, torch.rand(n, generator=g), cfg)
+        for c in range(C):
+            freq = torch.bincount(tokens[choice == c] - c * R, minlength=R).float() / (n // C)
+            sharp = p_res[c] ** power
+            assert torch.allclose(freq, sharp / sharp.sum(), atol=4 * math.sqrt(0.25 / (n // C)))
+    greedy = two.draw(hid[:2], choice[:2], torch.rand(2), SamplingConfig(residual_temperature=0))
+    assert greedy.tolist() == [0, R + 2]  # each cell's likeliest residual code
+    with pytest.raises(ConfigError, match="residual_temperature"):
+        SamplingConfig(residual_temperature=-1.0)
+
+
+def test_residual_temperature_needs_two_level_tokens(ntp_checkpoint, tmp_path) -> None:
+    """`jetfm sample` refuses a residual temperature for a model with one draw per token."""
+    from jetfm.evaluate.generation import sample
+
+    with pytest.raises(ConfigError, match="residual_temperature"):
+        sample(ntp_checkpoint, 4, tmp_path / "g", residual_temperature=0.7)
+
+
 def test_two_level_guidance_tilts_the_residual_draw() -> None:
     """Class guidance on a two-level head's second draw: residual codes follow p^(1+w) / q^w
     (renormalised), with p the jet's own and q the contrast class's conditional."""

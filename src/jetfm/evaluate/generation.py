@@ -94,7 +94,8 @@ class SampleConfig:
     the particles, for jet-level values distributed as in those jets (e.g. the training jets).
     ``jet_temperature`` (jet tokens only): the temperature of the jet-token draws (null: the same
     as the particles'), so a lower particle temperature need not sharpen the jet-level
-    distributions too.
+    distributions too. ``residual_temperature`` (two-level tokens only): the temperature of the
+    residual-code draw, a particle's offset within its drawn cell (null: ``temperature``).
     ``guidance``: each token's logits become ``l + w (l - l_contrast)``, with ``l_contrast`` the
     logits of a contrast for the same prefix: the same model under the class ``guide_against``
     (null: the other class of a two-class model; class guidance), or the model at
@@ -110,6 +111,7 @@ class SampleConfig:
     batch_size: int = 256
     temperature: float = 1.0
     jet_temperature: float | None = None
+    residual_temperature: float | None = None
     top_k: int = 0
     top_p: float = 1.0
     max_length: int = 128
@@ -158,6 +160,7 @@ class SampleConfig:
         return SamplingConfig(
             temperature=self.temperature,
             prefix_temperature=self.jet_temperature,
+            residual_temperature=self.residual_temperature,
             top_k=self.top_k,
             top_p=self.top_p,
             max_length=self.max_length,
@@ -581,6 +584,7 @@ def sample(
     batch_size: int = 256,
     temperature: float = 1.0,
     jet_temperature: float | None = None,
+    residual_temperature: float | None = None,
     top_k: int = 0,
     top_p: float = 1.0,
     max_length: int = 128,
@@ -618,6 +622,7 @@ def sample(
         batch_size=batch_size,
         temperature=temperature,
         jet_temperature=jet_temperature,
+        residual_temperature=residual_temperature,
         top_k=top_k,
         top_p=top_p,
         max_length=max_length,
@@ -661,6 +666,12 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
     )
     if guide is None:
         guide_task = None  # all weights 0: nothing to run it for
+    if cfg.residual_temperature is not None and not task.config.factorised_head:
+        raise ConfigError(
+            "a model with two-level tokens (task.factorised_head) for residual_temperature",
+            field="residual_temperature",
+            found=f"{folder}: one draw per token",
+        )
     if cfg.jet_temperature is not None and not task.n_jet_tokens:
         raise ConfigError(
             "a model with jet tokens for jet_temperature",

@@ -42,7 +42,9 @@ Each step draws one token per unfinished jet. Why the choices:
 * **Two-level vocabularies** (``head`` a :class:`TwoLevelHead`): the head scores cells and special
   ids (C + S logits), the chosen cell's residual code is drawn next from a second head (R logits),
   with a second uniform of its own; the token is ``cell * R + residual``. Temperature, top-k and
-  top-p act on each of the two draws. ``start_id``, ``stop_id`` and ``forbidden_ids`` stay token
+  top-p act on each of the two draws; ``residual_temperature`` (when set) replaces the temperature
+  of the second: the cell sets a particle's coarse place, the residual code its offset within the
+  cell, and the two need not be sharpened alike. ``start_id``, ``stop_id`` and ``forbidden_ids`` stay token
   ids (special ids only: a particle token cannot be forbidden without its whole cell);
   ``logit_bias`` returns logits in the head's space (cells, then the special ids,
   :meth:`TwoLevelHead.head_ids`).
@@ -95,6 +97,9 @@ class SamplingConfig:
     temperature: float = 1.0
     #: temperature of the first ``prefix_steps`` draws of :func:`generate_tokens` (None: the same)
     prefix_temperature: float | None = None
+    #: temperature of a two-level head's second draw, the residual code within the drawn cell
+    #: (None: the same as the draw's temperature)
+    residual_temperature: float | None = None
     top_k: int = 0
     top_p: float = 1.0
     max_length: int = 128  # particles per jet at most (the START/STOP tokens not counted)
@@ -113,6 +118,11 @@ class SamplingConfig:
         if pt is not None and not (pt >= 0 and np.isfinite(pt)):
             raise ConfigError(
                 "a finite temperature >= 0 or null", field="prefix_temperature", found=pt
+            )
+        rt = self.residual_temperature
+        if rt is not None and not (rt >= 0 and np.isfinite(rt)):
+            raise ConfigError(
+                "a finite temperature >= 0 or null", field="residual_temperature", found=rt
             )
         if self.top_k < 0:
             raise ConfigError("top_k >= 0 (0 = off)", field="top_k", found=self.top_k)
@@ -183,6 +193,8 @@ class TwoLevelHead:
             if guide is not None:
                 other = guide[0](guide[1][cell], choice[cell]).float()  # (c, R)
                 logits = logits + guide[2][cell, None] * (logits - other)
+            if cfg.residual_temperature is not None:
+                cfg = dataclasses.replace(cfg, temperature=cfg.residual_temperature)
             residual[cell] = choose_tokens(logits, u[cell], cfg)
         return self.token_ids(choice, residual)
 
