@@ -25,6 +25,17 @@ from tests.conftest import make_toy_jets
 from .conftest import CODEBOOK, make_task
 
 
+def _two_level_tokenizer():
+    """A real two-level k-means tokenizer (64 cells x 8 residual codes) on toy jets."""
+    from jetfm.tokenizers import KMeansTokenizer, TokenizerConfig
+
+    jets = make_toy_jets(200, seed=3)
+    pre = Preprocessing.for_set("kin3", max_particles=64).fit(jets)
+    x = torch.as_tensor(pre.transform(compute_features(jets, pre.feature_names)))
+    cfg = TokenizerConfig(type="kmeans", codebook_size=64, kmeans_residual_codes=8)
+    return KMeansTokenizer(cfg, preprocessing=pre.to_dict()).fit(x, seed=0, iters=5).eval()
+
+
 def _draw(task, n=24, seed=0, labels=None, **kw):
     cfg = SamplingConfig(**{"max_length": 20, **kw})
     return sample_ntp_tokens(task, n, cfg, labels=labels, generator=seeded_generator(seed))
@@ -263,14 +274,9 @@ def test_class_guidance_plumbing(kmeans_tokenizer, factorised) -> None:
     or the jet's own class as the contrast, give exactly the unguided jets; a real contrast
     changes them."""
     if factorised:
-        jets = make_toy_jets(200, seed=3)
-        pre = Preprocessing.for_set("kin3", max_particles=64).fit(jets)
-        x = torch.as_tensor(pre.transform(compute_features(jets, pre.feature_names)))
-        from jetfm.tokenizers import KMeansTokenizer, TokenizerConfig
-
-        tcfg = TokenizerConfig(type="kmeans", codebook_size=64, kmeans_residual_codes=8)
-        tok = KMeansTokenizer(tcfg, preprocessing=pre.to_dict()).fit(x, seed=0, iters=5).eval()
-        task = make_task(tok, n_classes=2, factorised_head=True, geometric_head=True)
+        task = make_task(
+            _two_level_tokenizer(), n_classes=2, factorised_head=True, geometric_head=True
+        )
     else:
         task = make_task(kmeans_tokenizer, n_classes=2, n_registers=2)
     n = 24
@@ -365,14 +371,7 @@ def test_two_level_task_samples_and_refuses_particle_forbidden_ids() -> None:
     """generate_tokens with a factorised NTP model on a real two-level k-means tokenizer:
     cached == uncached, particle tokens from every part of the vocabulary, and a forbidden
     particle token (which would forbid its whole cell) refused."""
-    jets = make_toy_jets(200, seed=3)
-    pre = Preprocessing.for_set("kin3", max_particles=64).fit(jets)
-    x = torch.as_tensor(pre.transform(compute_features(jets, pre.feature_names)))
-    from jetfm.tokenizers import KMeansTokenizer, TokenizerConfig
-
-    cfg = TokenizerConfig(type="kmeans", codebook_size=64, kmeans_residual_codes=8)
-    tok = KMeansTokenizer(cfg, preprocessing=pre.to_dict()).fit(x, seed=0, iters=5).eval()
-    task = make_task(tok, factorised_head=True, geometric_head=True)
+    task = make_task(_two_level_tokenizer(), factorised_head=True, geometric_head=True)
     a = _draw(task, n=64, use_cache=True)
     b = _draw(task, n=64, use_cache=False)
     assert torch.equal(a.ids, b.ids) and torch.equal(a.mask, b.mask)

@@ -314,6 +314,26 @@ def _uniforms(generator: torch.Generator | None, B: int, device: torch.device) -
     return torch.rand(B, generator=generator, device=dev).to(device)
 
 
+def _levels(two: TwoLevelHead | None) -> tuple[int, int] | None:
+    """(cells, residual codes) of a two-level head, None for a flat one."""
+    return None if two is None else (two.n_cells, two.n_residuals)
+
+
+def _last_hidden(
+    backbone: Backbone,
+    embed: EmbedFn,
+    seq: Tensor,
+    labels: Tensor | None,
+    step: int,
+    cache: KVCache | None,
+) -> Tensor:
+    """Hidden state (b, D) at the newest position: with a ``cache`` the new tokens ``seq`` (b, 1)
+    only, at position ``step``; without one the whole prefix ``seq`` (b, T) again."""
+    if cache is not None:
+        return backbone.encode(embed(seq, labels, step), None, cache=cache)[:, -1]
+    return backbone.encode(embed(seq, labels, 0), None)[:, -1]
+
+
 def generate_tokens(
     backbone: Backbone,
     head: HeadFn | TwoLevelHead,
@@ -400,25 +420,21 @@ def generate_tokens(
         never = two.head_ids(never)
         head_stop = int(two.head_ids(torch.tensor(stop_id)))
         head = two.cells
-    other_model = guide_model is not None
+    # the contrast's pieces: this model's own (class guidance) or the guide model's
     g_head: HeadFn = head
     g_residuals = None if two is None else two.residuals
     if guide_model is not None:
         g_backbone, g_out, g_embed = guide_model
-        if isinstance(g_out, TwoLevelHead) != (two is not None) or (
-            two is not None
-            and isinstance(g_out, TwoLevelHead)
-            and (g_out.n_cells, g_out.n_residuals) != (two.n_cells, two.n_residuals)
-        ):
+        g_two = g_out if isinstance(g_out, TwoLevelHead) else None
+        if _levels(g_two) != _levels(two):
             raise InputError(
                 "a guide_model with the same vocabulary (and kind of head)",
                 field="guide_model",
                 found=type(g_out).__name__,
             )
-        if isinstance(g_out, TwoLevelHead):
-            g_head, g_residuals = g_out.cells, g_out.residuals
-        else:
-            g_head = g_out
+        g_head = g_out if g_two is None else g_two.cells
+        g_residuals = None if g_two is None else g_two.residuals
+    same = guided and guide_model is None  # the contrast shares this model's batch and cache
 
     # inference mode: no autograd bookkeeping on the many small ops of each step; ids and stopped
     # were made outside it, so they stay ordinary tensors
@@ -429,30 +445,21 @@ def generate_tokens(
         rows = torch.arange(B, device=device)  # original index of each unfinished jet
         seq = torch.full((B, 1), start_id, dtype=torch.long, device=device)  # (b, T)
         cache = KVCache() if cfg.use_cache else None
-        g_cache = KVCache() if cfg.use_cache and other_model else None
+        g_cache = KVCache() if cfg.use_cache and guide_model is not None else None
         for step in range(N):
             lab = None if labels is None else labels[rows]
             glab = None if guide_labels is None else guide_labels[rows]
             inp, both = seq, lab
-            same = guided and not other_model
             if same:  # the contrast rows follow the jets' own rows in one batch (and cache)
                 inp, both = torch.cat([seq, seq]), torch.cat([lab, glab])
-            if cache is not None:
-                h = embed(inp, both, step)  # (b, 1, D): the new token only, at position step
-                hid = backbone.encode(h, None, cache=cache)[:, -1]  # (b, D)
-            else:
-                h = embed(inp, both, 0)  # (b, T, D): the whole prefix again
-                hid = backbone.encode(h, None)[:, -1]
+            hid = _last_hidden(backbone, embed, inp, both, step, cache)  # (b, D), (2b, D) if same
             guide = None
-            if same:  # hid: (2b, D) -> the jets' own (b, D) and the contrast's
+            if same:  # the jets' own (b, D) and the contrast's
                 b = seq.shape[0]
                 hid, hid_g = hid[:b], hid[b:]
                 guide = (g_residuals, hid_g, weight[rows])
             elif guided:
-                if g_cache is not None:
-                    hid_g = g_backbone.encode(g_embed(seq, glab, step), None, cache=g_cache)[:, -1]
-                else:
-                    hid_g = g_backbone.encode(g_embed(seq, glab, 0), None)[:, -1]
+                hid_g = _last_hidden(g_backbone, g_embed, seq, glab, step, g_cache)  # (b, D')
                 guide = (g_residuals, hid_g, weight[rows])
             logits = head(hid).float()  # (b, V)
             if guide is not None:
