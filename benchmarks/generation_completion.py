@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from jetfm.data.features import Preprocessing
 from jetfm.data.loader import LoaderConfig, make_dataloader
-from jetfm.evaluate.generation import decode_to_jets, load_ntp, resolve_ntp_checkpoint
+from jetfm.evaluate.decoding import decode_to_jets
 from jetfm.evaluate.generative import jet_sample_from_batch, kl_quantile
+from jetfm.evaluate.sampling import load_ntp, resolve_ntp_checkpoint
 from jetfm.models.sampler import SamplingConfig, generate_tokens, seeded_generator
 
 OBSERVABLES = ("tau32", "tau21", "mass")

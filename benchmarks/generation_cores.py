@@ -30,7 +30,7 @@ from jetfm.data.features import Preprocessing
 from jetfm.data.loader import LoaderConfig, make_dataloader
 from jetfm.data.schema import JetBatch
 from jetfm.data.store import Store
-from jetfm.evaluate.generation import load_ntp, resolve_ntp_checkpoint
+from jetfm.evaluate.sampling import load_ntp, resolve_ntp_checkpoint
 from jetfm.physics.kinematics import wrap_phi
 
 RADII = (0.02, 0.05)

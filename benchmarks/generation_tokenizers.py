@@ -28,8 +28,8 @@ import torch
 
 from jetfm.core.config import from_dict
 from jetfm.data.store import Store
-from jetfm.evaluate.generation import jet_sample_from_batch, tokenize_and_decode
-from jetfm.evaluate.generative import compare_with_floor, default_metrics
+from jetfm.evaluate.decoding import tokenize_and_decode
+from jetfm.evaluate.generative import compare_with_floor, default_metrics, jet_sample_from_batch
 from jetfm.tokenizers import Tokenizer
 from jetfm.tokenizers.config import TokenizerConfig
 from jetfm.tokenizers.store import train_tokenizer_on_store

@@ -36,15 +36,9 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from jetfm.data.store import Store
-from jetfm.evaluate.generation import (
-    decode_to_jets,
-    jet_sample_from_batch,
-    load_ntp,
-    resolve_ntp_checkpoint,
-    resolve_preprocessing,
-    sample_ntp_tokens,
-    tokenize_and_decode,
-)
+from jetfm.evaluate.decoding import decode_to_jets, resolve_preprocessing, tokenize_and_decode
+from jetfm.evaluate.generative import jet_sample_from_batch
+from jetfm.evaluate.sampling import load_ntp, resolve_ntp_checkpoint, sample_ntp_tokens
 from jetfm.models.sampler import SamplingConfig, seeded_generator
 
 QUANTILES = [0.1, 0.25, 0.5, 0.75, 0.9]

@@ -3,7 +3,7 @@
 ``task.jet_tokens`` may bin ``tau21`` / ``tau32``, computed on every training batch by
 :func:`jetfm.tasks.jet_structure.kt_nsubjettiness` (torch, any device, small-angle E-scheme merging). This
 script checks it on a store's test jets (their ``--max-particles`` leading particles, angles to
-the massless jet axis) against :func:`jetfm.evaluate.generation.jet_sample_from_batch`'s
+the massless jet axis) against :func:`jetfm.evaluate.generative.jet_sample_from_batch`'s
 FastJet-based tau ratios, which the generation metrics use, and times it per training batch.
 
     python benchmarks/kt_nsubjettiness.py --store data/topqcd80k --jets 4000
@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from jetfm.data.store import Store
-from jetfm.evaluate.generation import jet_sample_from_batch
+from jetfm.evaluate.generative import jet_sample_from_batch
 from jetfm.tasks.jet_structure import kt_nsubjettiness
 
 

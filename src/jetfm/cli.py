@@ -335,7 +335,7 @@ def sample(
 ) -> None:
     """Generate jets from a next-token checkpoint (KV-cached sampling) into a native store."""
     from jetfm.core.config import load_config
-    from jetfm.evaluate.generation import SampleConfig, sample_from_config
+    from jetfm.evaluate.sampling import SampleConfig, sample_from_config
 
     cfg = load_config(SampleConfig, config, [*(overrides or []), *(set_ or [])])
     typer.echo(f"store: {sample_from_config(cfg, progress=True)}")

@@ -305,7 +305,8 @@ def _sweep_stage(
 
 
 def _run_generation(cfg: QuickstartConfig, run_dir: Path, out: Path, log: Log) -> dict[str, Any]:
-    from jetfm.evaluate.generation import evaluate_generation, sample
+    from jetfm.evaluate.generation import evaluate_generation
+    from jetfm.evaluate.sampling import sample
 
     n = _n(cfg, cfg.sample_jets, 10)
     t0 = time.perf_counter()

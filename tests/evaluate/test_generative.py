@@ -12,7 +12,7 @@ from jetfm.evaluate.generative import (
     compare_with_floor,
     default_metrics,
     efp_available,
-    evaluate_generation,
+    evaluate_samples,
     fpd,
     frechet_distance,
     jagged_to_padded,
@@ -242,7 +242,7 @@ def test_truth_floor_and_table():
     assert by["w1m"]["value"] == pytest.approx(15, abs=2.5)
     assert by["w1m"]["ratio"] > 5 and by["kl_mass"]["ratio"] > 5
     assert by["w1m"]["error"] > 0
-    good_rows = evaluate_generation(
+    good_rows = evaluate_samples(
         good,
         ref,
         ref2,
@@ -334,7 +334,7 @@ def test_jet_sample_from_batch():
     from tests.conftest import make_toy_jets
 
     batch = make_toy_jets(30, seed=3)
-    s = jet_sample_from_batch(batch)
+    s = jet_sample_from_batch(batch, massless=False)
     assert len(s) == 30 and set(s.jets) == {
         "pt",
         "eta",
@@ -356,7 +356,7 @@ def test_jet_sample_from_batch():
     if efp_available():
         # default_metrics shares cached prime EFPs between W1EFP, FPD and KPD: same numbers as the
         # stand-alone functions
-        other = jet_sample_from_batch(make_toy_jets(30, seed=4))
+        other = jet_sample_from_batch(make_toy_jets(30, seed=4), massless=False)
         m = default_metrics(s, num_batches=3, fpd_kwargs={"num_batches": 2, "num_points": 3})
         assert m["w1efp"](s, other)["mean"] == pytest.approx(
             w1efp(s, other, num_batches=3)["mean"], rel=1e-9

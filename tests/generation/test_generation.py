@@ -15,15 +15,9 @@ from jetfm.core.config import load_config
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.data.features import Preprocessing, compute_features
 from jetfm.data.store import Store, finalize_store, write_shard
-from jetfm.evaluate.generation import (
-    GenerationEvalConfig,
-    SampleConfig,
-    decode_to_jets,
-    evaluate_generation,
-    jets_from_particles,
-    sample,
-    tokenize_and_decode,
-)
+from jetfm.evaluate.decoding import decode_to_jets, jets_from_particles, tokenize_and_decode
+from jetfm.evaluate.generation import GenerationEvalConfig, evaluate_generation
+from jetfm.evaluate.sampling import SampleConfig, sample
 from jetfm.physics.jets import segment_sum
 from jetfm.physics.kinematics import wrap_phi
 from jetfm.tokenizers import KMeansTokenizer, TokenizerConfig
@@ -190,7 +184,7 @@ def test_configs_parse(name) -> None:
 def test_jet_sample_massless_observables() -> None:
     """Two back-to-back-in-phi massive particles: the massless jet mass is computed with E = |p|."""
     from jetfm.data.schema import JetBatch
-    from jetfm.evaluate.generation import jet_sample_from_batch
+    from jetfm.evaluate.generative import jet_sample_from_batch
 
     pt, eta, phi, m = np.array([10.0, 10.0]), np.zeros(2), np.array([0.1, -0.1]), 1.0
     px, py, pz = pt * np.cos(phi), pt * np.sin(phi), np.zeros(2)
@@ -312,7 +306,7 @@ def test_pretrain_with_jet_tokens_then_sample(kmeans_tokenizer, toy_store, tmp_p
     with pytest.raises(ConfigError, match="max_redraws"):
         sample(model, 4, tmp_path / "bad", consistent=True, max_redraws=-1)
     # conditioned on the jet-level bins and classes of jets drawn from a store's split
-    from jetfm.evaluate.generation import reference_jet_bins
+    from jetfm.evaluate.sampling import reference_jet_bins
 
     classes = Store(toy_store).classes
     labels, bins = reference_jet_bins(task, toy_store, "train", 5, classes, seed=1)

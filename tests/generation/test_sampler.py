@@ -10,8 +10,8 @@ import torch
 
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.data.features import Preprocessing, compute_features
-from jetfm.evaluate.generation import sample_ntp_tokens
 from jetfm.evaluate.generative import jagged_to_padded
+from jetfm.evaluate.sampling import sample_ntp_tokens
 from jetfm.models.sampler import (
     SamplingConfig,
     TwoLevelHead,
@@ -237,7 +237,7 @@ def test_residual_temperature_acts_on_the_residual_draw_only() -> None:
 
 def test_residual_temperature_needs_two_level_tokens(ntp_checkpoint, tmp_path) -> None:
     """`jetfm sample` refuses a residual temperature for a model with one draw per token."""
-    from jetfm.evaluate.generation import sample
+    from jetfm.evaluate.sampling import sample
 
     with pytest.raises(ConfigError, match="residual_temperature"):
         sample(ntp_checkpoint, 4, tmp_path / "g", residual_temperature=0.7)
@@ -312,7 +312,7 @@ def test_class_guidance_plumbing(kmeans_tokenizer, factorised) -> None:
 
 def test_class_guidance_settings() -> None:
     """`jetfm sample`'s guidance settings -> per-class weights and contrast classes."""
-    from jetfm.evaluate.generation import class_guidance
+    from jetfm.evaluate.sampling import class_guidance
 
     classes = ["QCD", "Tbqq"]
     assert class_guidance(0.0, None, classes, 2) is None

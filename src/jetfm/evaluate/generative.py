@@ -163,13 +163,26 @@ def jagged_to_padded(
 
 
 def jet_sample_from_batch(
-    batch: JetBatch, *, n_max: int | None = None, R: float = 0.8, with_particles: bool = True
+    batch: JetBatch,
+    *,
+    n_max: int | None = None,
+    R: float = 0.8,
+    massless: bool = True,
+    with_particles: bool = True,
 ) -> JetSample:
-    """A :class:`JetSample` from jagged jets: the :data:`JET_OBSERVABLES` and (deta, dphi, pt_rel).
+    """A :class:`JetSample` from jagged jets: the :data:`JET_OBSERVABLES` and (deta, dphi, pt_rel)
+    relative to the jet axis, the leading ``n_max`` particles (null: all).
 
     Jet pT, eta, phi, mass are recomputed from the constituents (E-scheme sum), so generated jets
-    (whose stored jet fields may not exist) and simulated ones are treated alike; tau21/tau32 are
-    taken from ``batch.jets`` when present, else computed (beta = 1, exclusive-kT axes, radius R).
+    (whose stored jet fields may not exist) and simulated ones are treated alike.
+
+    ``massless`` (default): every constituent gets ``E = |p|`` and tau21/tau32 (beta = 1,
+    exclusive-kT axes, radius ``R``) are recomputed with it. Generated and tokenized jets are
+    massless by construction (the kin3 features carry no particle mass), so comparing them with
+    jets of massive hadrons would build in a model-independent shift: measured on the Pythia
+    top/QCD sample, the massless jet mass is 7% below the stored one (median ratio 0.927). For
+    generated jets this is a no-op. ``massless=False``: the stored particle energies, and the
+    stored tau21/tau32 when present (else computed).
     """
     from jetfm.physics.jets import jet_four_momentum
     from jetfm.physics.observables import constituent_features, nsubjettiness
@@ -178,10 +191,12 @@ def jet_sample_from_batch(
     missing = [k for k in ("px", "py", "pz", "energy") if k not in p]
     if missing:
         raise InputError("particle four-momenta", field="particles", found=f"missing {missing}")
-    args = (p["px"], p["py"], p["pz"], p["energy"], batch.offsets)
+    px, py, pz = (np.asarray(p[k], np.float64) for k in ("px", "py", "pz"))
+    e = np.sqrt(px**2 + py**2 + pz**2) if massless else np.asarray(p["energy"], np.float64)
+    args = (px, py, pz, e, batch.offsets)
     j = jet_four_momentum(*args)
     jets = {k: np.asarray(j[k], dtype=np.float64) for k in ("pt", "eta", "phi", "mass")}
-    if "tau21" in batch.jets and "tau32" in batch.jets:
+    if not massless and "tau21" in batch.jets and "tau32" in batch.jets:
         jets["tau21"] = np.asarray(batch.jets["tau21"], dtype=np.float64)
         jets["tau32"] = np.asarray(batch.jets["tau32"], dtype=np.float64)
     else:
@@ -770,7 +785,7 @@ def default_metrics(
     return out
 
 
-def evaluate_generation(
+def evaluate_samples(
     generated: JetSample,
     reference: JetSample,
     reference2: JetSample,

@@ -53,7 +53,8 @@ from jetfm.core.errors import ConfigError, InputError
 from jetfm.core.rounding import largest_remainder
 from jetfm.data.schema import JetBatch
 from jetfm.data.store import MANIFEST, Store, finalize_store, write_shard
-from jetfm.evaluate.generation import UNCONDITIONAL_CLASSES, jet_sample_from_batch
+from jetfm.evaluate.generative import jet_sample_from_batch
+from jetfm.evaluate.sampling import UNCONDITIONAL_CLASSES
 
 REFINE_JSON = "refine.json"
 FEATURE_GROUPS = ("particles", "observables")
@@ -118,7 +119,7 @@ def refine_features(
 ) -> tuple[np.ndarray, list[str]]:
     """Per-jet classifier inputs (B, n_features) and their names; NaN where a jet has too few
     particles (the trees send missing values their own way)."""
-    s = jet_sample_from_batch(batch, jet_radius=jet_radius, massless=True)
+    s = jet_sample_from_batch(batch, R=jet_radius, massless=True)
     cols: list[np.ndarray] = []
     names: list[str] = []
     if "particles" in groups:

@@ -26,7 +26,7 @@ positions only codes and STOP (the other logits are masked out in the loss and i
 
 A jet token describes the jet that the particle tokens after it decode to (:meth:`NTPTask.
 jet_observables`): the E-scheme sum of the decoded, massless particles, as many as the loader kept.
-That is how :mod:`jetfm.evaluate.generation` builds a generated jet, so a jet sampled in a mass bin
+That is how :mod:`jetfm.evaluate.decoding` builds a generated jet, so a jet sampled in a mass bin
 (or conditioned on ``mass: 175``) is judged by the same definition it was trained with. The stored
 jet fields would not do: they sum every constituent, with hadron masses, and sit ~7% (top mass)
 above the jet the model can write.
