@@ -253,6 +253,20 @@ def test_truth_floor_and_table():
     names = [r["metric"] for r in good_rows]
     assert names == ["kl_pt", "kl_mass", "w1m", "fpd", "kpd"]
     assert all(r["ratio"] < 10 for r in good_rows if r["metric"].startswith("kl"))
+    # more pairs of independent simulated samples: the floor is their mean, its error the
+    # standard error of that mean; the first pair's floor is the one-pair floor
+    pairs = [(sample(0), sample(0)) for _ in range(2)]
+    kls = {"kl_mass": kl}
+    many = compare_with_floor(bad, ref, ref2, kls, extra_pairs=pairs)[0]
+    single = compare_with_floor(bad, ref, ref2, kls)[0]
+    each = [truth_floor(kl, a, b)[0] for a, b in [(ref, ref2), *pairs]]
+    assert many["floor_values"] == pytest.approx(each)
+    assert many["floor_values"][0] == pytest.approx(single["floor"])
+    assert many["floor"] == pytest.approx(np.mean(each))
+    assert many["floor_error"] == pytest.approx(np.std(each, ddof=1) / math.sqrt(3))
+    assert many["value"] == single["value"]
+    with pytest.raises(InputError, match="extra floor pairs"):
+        compare_with_floor(bad, ref, ref2, kls, extra_pairs=[(ref.head(10), ref2)])
     # a floor <= 0 (KPD, an unbiased estimate of zero) has no ratio; the table says so
     from jetfm.evaluate.generation import _rows_table
 

@@ -167,6 +167,40 @@ def test_evaluate_generation_toy_stores(ntp_checkpoint, toy_store, tmp_path) -> 
         plots=False,
     )
     assert res2["n_jets"] == 24 and "val" in res2["truth_floor_from"]
+    # a floor from several pairs: the extra ones are disjoint chunks of the floor split
+    res3 = evaluate_generation(
+        gen,
+        toy_store,
+        out_dir=tmp_path / "e3",
+        reference2_split="val",
+        n_jets=24,
+        num_batches=2,
+        plots=False,
+        floor_pairs=3,
+        floor_split="train",
+    )
+    one = {r["metric"]: r for r in res2["generated"]}
+    for r in res3["generated"]:
+        assert len(r["floor_values"]) == 3 and r["value"] == pytest.approx(
+            one[r["metric"]]["value"]
+        )
+        assert r["floor_values"][0] == pytest.approx(one[r["metric"]]["floor"])
+        assert r["floor"] == pytest.approx(np.mean(r["floor_values"]))
+    assert "3 pairs" in res3["truth_floor_from"]
+    assert "first-pair floor" in (tmp_path / "e3" / "metrics.md").read_text()
+    with pytest.raises(ConfigError, match="floor_split"):
+        GenerationEvalConfig(floor_pairs=2, split="test")
+    with pytest.raises(InputError, match="floor_split"):
+        evaluate_generation(
+            gen,
+            toy_store,
+            out_dir=tmp_path / "e4",
+            reference2_split="val",
+            n_jets=24,
+            plots=False,
+            floor_pairs=50,
+            floor_split="train",
+        )
 
 
 @pytest.mark.parametrize("name", ["sample.yaml", "sample_eval.yaml"])
