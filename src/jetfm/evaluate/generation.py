@@ -145,8 +145,9 @@ def _rows_table(rows: list[dict[str, Any]], title: str) -> list[str]:
     for r in rows:
         ratio = fmt(r["ratio"])
         if not math.isfinite(r["ratio"]):
+            which = "floor" if r["floor"] <= 0 else "value"
             notes.append(
-                f"{r['metric']}: the floor is <= 0 (an unbiased estimate of zero), so no ratio;"
+                f"{r['metric']}: the {which} is <= 0 (an unbiased estimate of zero), so no ratio;"
                 f" the value is {abs(r['value']) / max(r['error'], 1e-300):.2g} errors from zero."
             )
         line = (

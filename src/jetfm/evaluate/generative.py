@@ -717,9 +717,9 @@ def compare_with_floor(
         if len(values) > 1:
             f = float(np.mean(values))
             fe = float(np.std(values, ddof=1) / math.sqrt(len(values)))
-        # a floor <= 0 (an unbiased estimate such as KPD's, of a distance that is zero between
-        # identical distributions) has no meaningful ratio: judge the value by its error instead
-        ratio = v / f if f > 0 else math.nan
+        # a floor or value <= 0 (an unbiased estimate such as KPD's, of a distance that is zero
+        # between identical distributions) has no meaningful ratio: judge the value by its error
+        ratio = v / f if f > 0 and v >= 0 else math.nan
         rows.append(
             {
                 "metric": name,
