@@ -276,7 +276,7 @@ def test_truth_floor_and_table():
     assert math.isnan(zero[0]["ratio"])
     table = "\n".join(_rows_table(zero, "t"))
     assert "| n/a |" in table and "0.1 errors from zero" in table
-    assert "the floor is <= 0" in table
+    assert "scatters around zero" in table
 
     # so has a value <= 0 over a floor > 0 (the generated jets are within the estimate's noise)
     def is_good(g: JetSample) -> bool:  # compare_with_floor passes copies cut to n jets
@@ -288,7 +288,10 @@ def test_truth_floor_and_table():
     assert below[0]["floor"] > 0 and below[0]["value"] < 0
     assert math.isnan(below[0]["ratio"])
     table = "\n".join(_rows_table(below, "t"))
-    assert "the value is <= 0" in table and "2 errors from zero" in table
+    assert "2 errors from zero" in table
+    # KPD (unbiased) never gets a ratio, even with a floor and a value > 0; a KL does
+    pos = compare_with_floor(good, ref, ref2, {"kpd": lambda r, g: (1e-5, 1e-4), "kl": kl})
+    assert math.isnan(pos[0]["ratio"]) and pos[1]["ratio"] > 0
 
 
 def test_jetsample_validation():

@@ -145,10 +145,10 @@ def _rows_table(rows: list[dict[str, Any]], title: str) -> list[str]:
     for r in rows:
         ratio = fmt(r["ratio"])
         if not math.isfinite(r["ratio"]):
-            which = "floor" if r["floor"] <= 0 else "value"
             notes.append(
-                f"{r['metric']}: the {which} is <= 0 (an unbiased estimate of zero), so no ratio;"
-                f" the value is {abs(r['value']) / max(r['error'], 1e-300):.2g} errors from zero."
+                f"{r['metric']}: no ratio (an estimate that scatters around zero between identical"
+                f" samples; floor {r['floor']:.2g} +- {r['floor_error']:.2g}); the value is"
+                f" {abs(r['value']) / max(r['error'], 1e-300):.2g} errors from zero."
             )
         line = (
             f"| {r['metric']} | {r['value']:.4g} | {r['error']:.2g} | {r['floor']:.4g} | "

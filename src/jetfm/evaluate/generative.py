@@ -41,7 +41,7 @@ Metrics (definitions as published, and as the reference implementations compute 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -679,6 +679,10 @@ def truth_floor(
     return _value_error(metric_fn(sample_a.head(n), sample_b.head(n)))
 
 
+#: metrics whose estimate is unbiased around zero for identical samples: no value / floor ratio
+UNBIASED_METRICS: frozenset[str] = frozenset({"kpd"})
+
+
 def compare_with_floor(
     generated: JetSample,
     reference: JetSample,
@@ -686,9 +690,15 @@ def compare_with_floor(
     metrics: Mapping[str, MetricFn],
     *,
     extra_pairs: Sequence[tuple[JetSample, JetSample]] = (),
+    unbiased: Collection[str] = UNBIASED_METRICS,
 ) -> list[dict[str, Any]]:
     """One row per metric: ``metric, value, error, floor, floor_error, ratio`` (ratio = value / floor,
-    NaN where the floor is <= 0), plus ``floor_values`` (one per pair of simulated samples).
+    NaN where the floor or the value is <= 0, and for the ``unbiased`` metrics), plus
+    ``floor_values`` (one per pair of simulated samples).
+
+    An unbiased estimate of a distance that is zero between identical distributions (KPD's
+    unbiased MMD^2) scatters around zero between two simulated samples: its floor is noise, so
+    value / floor means nothing and the value is judged by its error instead.
 
     Every metric is called as ``fn(reference, candidate)`` with all samples cut to the same
     number of jets ``n`` (recorded in each row), so value and floor see equal statistics.
@@ -719,7 +729,7 @@ def compare_with_floor(
             fe = float(np.std(values, ddof=1) / math.sqrt(len(values)))
         # a floor or value <= 0 (an unbiased estimate such as KPD's, of a distance that is zero
         # between identical distributions) has no meaningful ratio: judge the value by its error
-        ratio = v / f if f > 0 and v >= 0 else math.nan
+        ratio = v / f if f > 0 and v >= 0 and name not in unbiased else math.nan
         rows.append(
             {
                 "metric": name,
