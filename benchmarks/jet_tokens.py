@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from jetfm.data.store import Store
 from jetfm.evaluate.decoding import decode_to_jets, resolve_preprocessing, tokenize_and_decode
 from jetfm.evaluate.generative import jet_sample_from_batch
-from jetfm.evaluate.sampling import load_ntp, resolve_ntp_checkpoint, sample_ntp_tokens
+from jetfm.evaluate.sampling import load_ntp, resolve_ntp_checkpoint
 from jetfm.models.sampler import SamplingConfig, seeded_generator
 
 QUANTILES = [0.1, 0.25, 0.5, 0.75, 0.9]
@@ -73,8 +73,7 @@ def main() -> None:
 
     def draw(n: int, label: int, seed: int, bins: torch.Tensor | None = None):
         labels = torch.full((n,), label) if label >= 0 else torch.arange(n) % len(classes)
-        toks = sample_ntp_tokens(
-            task,
+        toks = task.sample_tokens(
             n,
             cfg,
             labels=labels,

@@ -156,29 +156,24 @@ def test_evaluate_generation_toy_stores(ntp_checkpoint, toy_store, tmp_path) -> 
     assert saved["n_jets"] == 48 and len(saved["plots"]) == 8
     assert all((tmp_path / "eval" / f"jet_{k}.png").is_file() for k in ("mass", "tau21"))
     assert "truth floor" in (tmp_path / "eval" / "metrics.md").read_text()
+
     # the floor can come from another split too
-    res2 = evaluate_generation(
-        gen,
-        toy_store,
-        out_dir=tmp_path / "e2",
-        reference2_split="val",
-        n_jets=24,
-        num_batches=2,
-        plots=False,
-    )
+    def ev(out: str, **kw):
+        return evaluate_generation(
+            gen,
+            toy_store,
+            out_dir=tmp_path / out,
+            reference2_split="val",
+            n_jets=24,
+            num_batches=2,
+            plots=False,
+            **kw,
+        )
+
+    res2 = ev("e2")
     assert res2["n_jets"] == 24 and "val" in res2["truth_floor_from"]
     # a floor from several pairs: the extra ones are disjoint chunks of the floor split
-    res3 = evaluate_generation(
-        gen,
-        toy_store,
-        out_dir=tmp_path / "e3",
-        reference2_split="val",
-        n_jets=24,
-        num_batches=2,
-        plots=False,
-        floor_pairs=3,
-        floor_split="train",
-    )
+    res3 = ev("e3", floor_pairs=3, floor_split="train")
     one = {r["metric"]: r for r in res2["generated"]}
     for r in res3["generated"]:
         assert len(r["floor_values"]) == 3 and r["value"] == pytest.approx(
@@ -191,16 +186,7 @@ def test_evaluate_generation_toy_stores(ntp_checkpoint, toy_store, tmp_path) -> 
     with pytest.raises(ConfigError, match="floor_split"):
         GenerationEvalConfig(floor_pairs=2, split="test")
     with pytest.raises(InputError, match="floor_split"):
-        evaluate_generation(
-            gen,
-            toy_store,
-            out_dir=tmp_path / "e4",
-            reference2_split="val",
-            n_jets=24,
-            plots=False,
-            floor_pairs=50,
-            floor_split="train",
-        )
+        ev("e4", floor_pairs=50, floor_split="train")
 
 
 @pytest.mark.parametrize("name", ["sample.yaml", "sample_eval.yaml"])

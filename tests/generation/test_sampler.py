@@ -11,7 +11,6 @@ import torch
 from jetfm.core.errors import ConfigError, InputError
 from jetfm.data.features import Preprocessing, compute_features
 from jetfm.evaluate.generative import jagged_to_padded
-from jetfm.evaluate.sampling import sample_ntp_tokens
 from jetfm.models.sampler import (
     SamplingConfig,
     TwoLevelHead,
@@ -38,7 +37,7 @@ def _two_level_tokenizer():
 
 def _draw(task, n=24, seed=0, labels=None, **kw):
     cfg = SamplingConfig(**{"max_length": 20, **kw})
-    return sample_ntp_tokens(task, n, cfg, labels=labels, generator=seeded_generator(seed))
+    return task.sample_tokens(n, cfg, labels=labels, generator=seeded_generator(seed))
 
 
 @pytest.mark.parametrize(
@@ -284,8 +283,7 @@ def test_class_guidance_plumbing(kmeans_tokenizer, factorised) -> None:
 
     def draw(guide_labels=None, guidance=None, use_cache=True):
         cfg = SamplingConfig(max_length=20, use_cache=use_cache)
-        return sample_ntp_tokens(
-            task,
+        return task.sample_tokens(
             n,
             cfg,
             labels=labels,
@@ -307,7 +305,7 @@ def test_class_guidance_plumbing(kmeans_tokenizer, factorised) -> None:
     mixed = draw(1 - labels, half)
     assert torch.equal(mixed.ids[labels == 0], plain.ids[labels == 0])
     with pytest.raises(InputError, match="guidance"):
-        sample_ntp_tokens(task, n, SamplingConfig(), labels=labels, guidance=weight)
+        task.sample_tokens(n, SamplingConfig(), labels=labels, guidance=weight)
 
 
 def test_class_guidance_settings() -> None:
@@ -344,8 +342,7 @@ def test_guide_model_plumbing(kmeans_tokenizer) -> None:
     labels = torch.tensor([0, 1] * (n // 2))
 
     def draw(guide, w=1.0, use_cache=True):
-        return sample_ntp_tokens(
-            task,
+        return task.sample_tokens(
             n,
             SamplingConfig(max_length=20, use_cache=use_cache),
             labels=labels,
@@ -354,8 +351,8 @@ def test_guide_model_plumbing(kmeans_tokenizer) -> None:
             guide_task=guide,
         )
 
-    plain = sample_ntp_tokens(
-        task, n, SamplingConfig(max_length=20), labels=labels, generator=seeded_generator(0)
+    plain = task.sample_tokens(
+        n, SamplingConfig(max_length=20), labels=labels, generator=seeded_generator(0)
     )
     a, b = draw(weaker), draw(weaker, use_cache=False)
     assert torch.equal(a.ids, b.ids) and torch.equal(a.stopped, b.stopped)
@@ -577,3 +574,19 @@ def test_two_level_cdf_matches_full_inverse_cdf_on_large_vocabulary() -> None:
     # u at the very top of [0, 1) stays inside the support
     top = choose_tokens(logits[:8], torch.full((8,), 1 - 1e-12), SamplingConfig())
     assert (top % 7 != 0).all() and (top < V).all()
+
+
+def test_sample_tokens_checks_labels(kmeans_tokenizer) -> None:
+    """The public entry point refuses labels the model cannot take, naming the field; with no
+    config it samples with ``SamplingConfig()``."""
+    conditional = make_task(kmeans_tokenizer, n_classes=2)
+    with pytest.raises(InputError, match="class labels in"):
+        conditional.sample_tokens(4, SamplingConfig(max_length=8))
+    plain = make_task(kmeans_tokenizer)
+    with pytest.raises(InputError, match="without class conditioning"):
+        plain.sample_tokens(
+            4, SamplingConfig(max_length=8), labels=torch.zeros(4, dtype=torch.long)
+        )
+    default = plain.sample_tokens(2, generator=seeded_generator(0))
+    again = plain.sample_tokens(2, SamplingConfig(), generator=seeded_generator(0))
+    assert torch.equal(default.ids, again.ids)

@@ -516,7 +516,9 @@ def test_jet_tokens_train_and_condition_sampling(jet_tokenizer: GridTokenizer, e
     with pytest.raises(ConfigError, match="prefix"):
         task.condition_bins({"pt": 300.0})  # the multiplicity is drawn first: it cannot be skipped
     with pytest.raises(InputError, match="jet_bins"):
-        task.sample_tokens(3, SamplingConfig(), labels=labels[:3], jet_bins=few.expand(2, -1))
+        task.sample_tokens(
+            3, SamplingConfig(max_length=8), labels=labels[:3], jet_bins=few.expand(2, -1)
+        )
 
 
 def test_jet_tokens_save_load_identity(tmp_path, jet_tokenizer: GridTokenizer) -> None:
@@ -731,7 +733,9 @@ def test_consistent_sampling_keeps_jets_in_their_bins(
     )
     assert torch.equal(again.ids, fit.ids) and torch.equal(again.pt_scale, fit.pt_scale)
     with pytest.raises(InputError, match="min_length"):
-        task.sample_tokens(2, SamplingConfig(min_length=2), labels=labels[:2], consistent=True)
+        task.sample_tokens(
+            2, SamplingConfig(max_length=8, min_length=2), labels=labels[:2], consistent=True
+        )
     with pytest.raises(InputError, match="bin_tolerance"):
         task.sample_tokens(2, scfg, labels=labels[:2], consistent=True, bin_tolerance=-1)
     no_jet = NTPTask(NTPConfig(backbone=TINY), tokenizer=jet_tokenizer)

@@ -202,19 +202,10 @@ def evaluate_generation(
     generated_store: str | os.PathLike[str],
     reference_store: str | os.PathLike[str],
     *,
-    reference2_store: str | os.PathLike[str] | None = None,
     out_dir: str | os.PathLike[str],
-    split: str = "test",
-    reference2_split: str | None = None,
+    reference2_store: str | os.PathLike[str] | None = None,
     tokenizer: str | os.PathLike[str] | Any | None = None,
-    n_jets: int | None = None,
-    n_bins: int = 30,
-    num_batches: int = 5,
-    seed: int = 0,
-    plots: bool = True,
-    massless: bool = True,
-    floor_pairs: int = 1,
-    floor_split: str | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Score generated jets against simulated ones, each metric next to its truth floor.
 
@@ -222,32 +213,19 @@ def evaluate_generation(
     ``out_dir``; returns the summary dict (``generated``: rows of
     :func:`~jetfm.evaluate.generative.compare_with_floor`; ``tokenized``: the same for
     tokenized-then-decoded reference jets, or None without a tokenizer). All samples are shuffled
-    (seeded) and cut to the same number of jets.
+    (seeded) and cut to the same number of jets. ``tokenizer``: a folder or a loaded tokenizer;
+    ``settings``: the other fields of :class:`GenerationEvalConfig` (an unknown one is a TypeError).
     """
-    tok_obj = None
-    tok_path = None
-    if tokenizer is not None and not isinstance(tokenizer, str | os.PathLike):
-        tok_obj = tokenizer
-    elif tokenizer is not None:
-        tok_path = Path(tokenizer)
+    is_path = isinstance(tokenizer, str | os.PathLike)
     cfg = GenerationEvalConfig(
         generated=Path(generated_store),
         reference=Path(reference_store),
         out_dir=Path(out_dir),
         reference2=None if reference2_store is None else Path(reference2_store),
-        split=split,
-        reference2_split=reference2_split,
-        tokenizer=tok_path,
-        n_jets=n_jets,
-        n_bins=n_bins,
-        num_batches=num_batches,
-        seed=seed,
-        plots=plots,
-        massless=massless,
-        floor_pairs=floor_pairs,
-        floor_split=floor_split,
+        tokenizer=Path(tokenizer) if is_path else None,
+        **settings,
     )
-    return evaluate_generation_from_config(cfg, tokenizer=tok_obj)
+    return evaluate_generation_from_config(cfg, tokenizer=None if is_path else tokenizer)
 
 
 def evaluate_generation_from_config(

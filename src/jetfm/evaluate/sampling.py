@@ -39,7 +39,7 @@ from jetfm.core.errors import ConfigError, InputError
 from jetfm.data.schema import JetBatch
 from jetfm.data.store import MANIFEST, Store, finalize_store, shard_exists, write_shard
 from jetfm.evaluate.decoding import decode_to_jets, padded_chunks, resolve_preprocessing
-from jetfm.models.sampler import SampledTokens, SamplingConfig, seeded_generator
+from jetfm.models.sampler import SamplingConfig, seeded_generator
 
 GENERATION_JSON = "generation.json"
 UNCONDITIONAL_CLASSES = ["generated"]
@@ -139,55 +139,6 @@ class SampleConfig:
             use_cache=self.use_cache,
             head_dtype=self.head_dtype,
         )
-
-
-def sample_ntp_tokens(
-    task: Any,
-    n_jets: int,
-    config: SamplingConfig | None = None,
-    *,
-    labels: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    jet_bins: Tensor | None = None,
-    consistent: bool = False,
-    max_redraws: int = 10,
-    bin_tolerance: int = 0,
-    guidance: Tensor | None = None,
-    guide_labels: Tensor | None = None,
-    guide_task: Any = None,
-) -> SampledTokens:
-    """Sample token sequences from an :class:`~jetfm.tasks.ntp.NTPTask` (see ``generate_tokens``;
-    ``jet_bins`` fixes leading jet tokens, ``consistent`` / ``max_redraws`` keep each jet in its
-    drawn bins, see :meth:`~jetfm.tasks.ntp.NTPTask.sample_tokens`; ``guidance`` (B,) weights with
-    ``guide_labels`` (B,) and / or ``guide_task``: guidance)."""
-    n_classes = int(task.config.n_classes)
-    if n_classes > 0 and labels is None:
-        raise InputError(
-            f"class labels in [0, {n_classes}) for a class-conditional model",
-            field="labels",
-            found=None,
-        )
-    if n_classes == 0 and labels is not None:
-        raise InputError(
-            "no labels (the model was trained without class conditioning)",
-            field="labels",
-            found="labels",
-        )
-    cfg = config or SamplingConfig()
-    if task.config.position_embedding and cfg.max_length > task.config.max_length:
-        raise InputError(
-            f"max_length <= {task.config.max_length} (the model's position embedding ends there)",
-            field="max_length",
-            found=cfg.max_length,
-        )
-    extra: dict[str, Any] = {}
-    if consistent:
-        extra = {"consistent": True, "max_redraws": max_redraws, "bin_tolerance": bin_tolerance}
-    if guidance is not None:
-        extra.update(guidance=guidance, guide_labels=guide_labels, guide_task=guide_task)
-    return task.sample_tokens(
-        n_jets, cfg, labels=labels, generator=generator, jet_bins=jet_bins, **extra
-    )
 
 
 def resolve_ntp_checkpoint(path: str | os.PathLike[str]) -> Path:
@@ -327,70 +278,18 @@ def sample(
     n_jets: int,
     output: str | os.PathLike[str],
     *,
-    batch_size: int = 256,
-    temperature: float = 1.0,
-    jet_temperature: float | None = None,
-    residual_temperature: float | None = None,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    max_length: int = 128,
-    min_length: int = 1,
-    seed: int = 0,
-    class_label: int | str | None = None,
-    jet_condition: dict[str, float] | None = None,
-    jet_condition_from: str | os.PathLike[str] | None = None,
-    jet_condition_split: str = "train",
-    consistent: bool = False,
-    max_redraws: int = 10,
-    bin_tolerance: int = 0,
-    guidance: float | dict[str, float] = 0.0,
-    guide_against: int | str | None = None,
-    guide_checkpoint: str | os.PathLike[str] | None = None,
-    use_cache: bool = True,
-    head_dtype: str = "float32",
-    device: str = "auto",
-    shard_size: int = 10_000,
-    jet_radius: float = 0.8,
-    overwrite: bool = False,
     progress: bool = False,
+    **settings: Any,
 ) -> Path:
     """Sample ``n_jets`` jets from an NTP checkpoint into a native store at ``output``; returns it.
 
     Batch ``i`` draws from a generator seeded with ``(seed, i)``, so the same settings give the same
     jets and an interrupted run resumes at the first missing shard (shards are written atomically;
     a ``generation.json`` with the settings guards against mixing runs). Generated jets go to the
-    ``test`` split.
+    ``test`` split. ``settings``: the other fields of :class:`SampleConfig` (the same names and
+    defaults as ``jetfm sample``); an unknown one is a TypeError.
     """
-    cfg = SampleConfig(
-        checkpoint=Path(checkpoint),
-        output=Path(output),
-        n_jets=n_jets,
-        batch_size=batch_size,
-        temperature=temperature,
-        jet_temperature=jet_temperature,
-        residual_temperature=residual_temperature,
-        top_k=top_k,
-        top_p=top_p,
-        max_length=max_length,
-        min_length=min_length,
-        seed=seed,
-        class_label=class_label,
-        jet_condition=dict(jet_condition or {}),
-        jet_condition_from=None if jet_condition_from is None else Path(jet_condition_from),
-        jet_condition_split=jet_condition_split,
-        consistent=consistent,
-        max_redraws=max_redraws,
-        bin_tolerance=bin_tolerance,
-        guidance=guidance,
-        guide_against=guide_against,
-        guide_checkpoint=None if guide_checkpoint is None else Path(guide_checkpoint),
-        use_cache=use_cache,
-        head_dtype=head_dtype,
-        device=device,
-        shard_size=shard_size,
-        jet_radius=jet_radius,
-        overwrite=overwrite,
-    )
+    cfg = SampleConfig(checkpoint=Path(checkpoint), output=Path(output), n_jets=n_jets, **settings)
     return sample_from_config(cfg, progress=progress)
 
 
@@ -482,8 +381,7 @@ def sample_from_config(cfg: SampleConfig, *, progress: bool = False) -> Path:
                     else torch.as_tensor(contrast[cls], device=dev),
                     "guide_task": guide_task,
                 }
-            toks = sample_ntp_tokens(
-                task,
+            toks = task.sample_tokens(
                 n,
                 scfg,
                 labels=None if lab is None else torch.as_tensor(lab, device=dev),

@@ -61,7 +61,7 @@ class NTPSampling:
     def sample_tokens(
         self,
         n_jets: int,
-        config: SamplingConfig,
+        config: SamplingConfig | None = None,
         *,
         labels: Tensor | None = None,
         generator: torch.Generator | None = None,
@@ -74,7 +74,9 @@ class NTPSampling:
         guide_task: Any = None,
     ) -> SampledTokens:
         """Run the one sampler, :func:`~jetfm.models.sampler.generate_tokens`, on this model's
-        pieces (backbone, head, embedding, neighbour prior) in eval mode.
+        pieces (backbone, head, embedding, neighbour prior) in eval mode. ``labels`` (B,): the
+        classes of a class-conditional model (required for one, refused without);
+        ``config`` (default: ``SamplingConfig()``) must not go past the position embedding.
 
         With jet tokens the sampler first draws the J jet-level bins (returned as ``prefix``
         (B, J), bin indices), then ``config.max_length`` particles at most. ``jet_bins`` (B, m),
@@ -102,6 +104,26 @@ class NTPSampling:
         this model under ``guide_labels`` (B,), or against ``guide_task``, another next-token
         model over the same tokens and jet-token bins (:meth:`check_guide`), in every draw and
         redraw."""
+        n_classes = int(self.config.n_classes)
+        if n_classes > 0 and labels is None:
+            raise InputError(
+                f"class labels in [0, {n_classes}) for a class-conditional model",
+                field="labels",
+                found=None,
+            )
+        if n_classes == 0 and labels is not None:
+            raise InputError(
+                "no labels (the model was trained without class conditioning)",
+                field="labels",
+                found="labels",
+            )
+        config = config or SamplingConfig()
+        if self.config.position_embedding and config.max_length > self.config.max_length:
+            raise InputError(
+                f"max_length <= {self.config.max_length} (the model's position embedding ends there)",
+                field="max_length",
+                found=config.max_length,
+            )
         if guide_task is not None:
             self.check_guide(guide_task)
         guide = {"guidance": guidance, "guide_labels": guide_labels, "guide_task": guide_task}
