@@ -24,6 +24,7 @@ from jetfm.evaluate.generative import (
     kpd,
     mmd2_poly_unbiased,
     truth_floor,
+    truth_floors,
     w1_batched,
     w1efp,
     w1m,
@@ -265,6 +266,11 @@ def test_truth_floor_and_table():
     assert many["floor"] == pytest.approx(np.mean(each))
     assert many["floor_error"] == pytest.approx(np.std(each, ddof=1) / math.sqrt(3))
     assert many["value"] == single["value"]
+    # floors computed once serve several candidates, and must be at the same n
+    once = truth_floors(ref, ref2, kls, len(ref), extra_pairs=pairs)
+    assert compare_with_floor(bad, ref, ref2, kls, floors=once)[0] == many
+    with pytest.raises(InputError, match="floors"):
+        compare_with_floor(bad, ref, ref2, kls, floors=truth_floors(ref, ref2, kls, 100))
     with pytest.raises(InputError, match="extra floor pairs"):
         compare_with_floor(bad, ref, ref2, kls, extra_pairs=[(ref.head(10), ref2)])
     # a floor <= 0 (KPD, an unbiased estimate of zero) has no ratio; the table says so

@@ -232,7 +232,7 @@ def evaluate_generation_from_config(
     cfg: GenerationEvalConfig, *, tokenizer: Any | None = None
 ) -> dict[str, Any]:
     """:func:`evaluate_generation` with a :class:`GenerationEvalConfig` (``tokenizer``: an object)."""
-    from jetfm.evaluate.generative import compare_with_floor, default_metrics
+    from jetfm.evaluate.generative import compare_with_floor, default_metrics, truth_floors
 
     gen_store = Store(cfg.generated)
     ref_store = Store(cfg.reference)
@@ -284,8 +284,9 @@ def evaluate_generation_from_config(
                 field="floor_split",
                 found=f"{pool.n_jets} in split '{cfg.floor_split}'",
             )
+        pool = pool.select(np.arange(need))
         if cfg.match_max_particles and max_len is not None:
-            pool = pool.select(np.arange(need)).truncate(int(max_len))
+            pool = pool.truncate(int(max_len))
         chunks = [
             _frame_free(jet_sample_from_batch(pool.select(np.arange(i * n, (i + 1) * n)), **kw))
             for i in range(2 * (cfg.floor_pairs - 1))
@@ -302,12 +303,14 @@ def evaluate_generation_from_config(
     # FPD/KPD do thousands of tiny (36 x 36) linear-algebra calls: a multi-threaded BLAS spends
     # far longer synchronising its threads than computing (60x slower measured on a busy 2-core box)
     with _single_threaded_blas():
-        rows = compare_with_floor(s_gen, s_ref, s_ref2, metrics, extra_pairs=extra)
+        # the floors do not depend on the candidate: computed once for generated and tokenized
+        floors = truth_floors(s_ref, s_ref2, metrics, n, extra_pairs=extra)
+        rows = compare_with_floor(s_gen, s_ref, s_ref2, metrics, floors=floors)
         if tok is not None:
             # cut like the generated jets (the sampler's max_length), else like the tokenizer's data
             dec = tokenize_and_decode(ref2, tok, max_particles=max_len, jet_radius=radius)
             s_tok = _frame_free(jet_sample_from_batch(dec, **kw))
-            tok_rows = compare_with_floor(s_tok, s_ref, s_ref2, metrics, extra_pairs=extra)
+            tok_rows = compare_with_floor(s_tok, s_ref, s_ref2, metrics, floors=floors)
             samples["tokenized"] = s_tok
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

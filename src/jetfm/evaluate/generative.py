@@ -683,6 +683,45 @@ def truth_floor(
 UNBIASED_METRICS: frozenset[str] = frozenset({"kpd"})
 
 
+def truth_floors(
+    reference: JetSample,
+    reference2: JetSample,
+    metrics: Mapping[str, MetricFn],
+    n: int,
+    *,
+    extra_pairs: Sequence[tuple[JetSample, JetSample]] = (),
+) -> dict[str, dict[str, Any]]:
+    """Each metric's truth floor at ``n`` jets per sample: ``{name: {floor, floor_error,
+    floor_values, n}}``, from ``reference`` vs ``reference2`` and any ``extra_pairs``.
+
+    The floor of one pair is itself one draw of a noisy quantity: for a KL in 30 quantile bins of
+    8,000 jets, two independent samples of one continuous distribution give 0.0036 +- 0.0010
+    (29/8000 on average; measured over 400 pairs of normal samples), so a single floor can sit 2x
+    below its mean. ``extra_pairs``: further pairs of independent simulated samples (each of at
+    least ``n`` jets, independent of the first pair too); the floor is then the mean over all
+    pairs and its error the standard error of that mean (else the metric's own error).
+    """
+    pairs = [(reference, reference2), *extra_pairs]
+    short = [min(len(a), len(b)) for a, b in pairs if min(len(a), len(b)) < n]
+    if short:
+        raise InputError(
+            f"reference and extra floor pairs of at least {n} jets each",
+            field="extra_pairs",
+            found=short,
+        )
+    pairs = [(a.head(n), b.head(n)) for a, b in pairs]
+    out = {}
+    for name, fn in metrics.items():
+        floors = [truth_floor(fn, a, b) for a, b in pairs]
+        values = [f for f, _ in floors]
+        f, fe = floors[0]
+        if len(values) > 1:
+            f = float(np.mean(values))
+            fe = float(np.std(values, ddof=1) / math.sqrt(len(values)))
+        out[name] = {"floor": f, "floor_error": fe, "floor_values": values, "n": n}
+    return out
+
+
 def compare_with_floor(
     generated: JetSample,
     reference: JetSample,
@@ -691,10 +730,11 @@ def compare_with_floor(
     *,
     extra_pairs: Sequence[tuple[JetSample, JetSample]] = (),
     unbiased: Collection[str] = UNBIASED_METRICS,
+    floors: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per metric: ``metric, value, error, floor, floor_error, ratio`` (ratio = value / floor,
     NaN where the floor or the value is <= 0, and for the ``unbiased`` metrics), plus
-    ``floor_values`` (one per pair of simulated samples).
+    ``floor_values`` (one per pair of simulated samples, see :func:`truth_floors`).
 
     An unbiased estimate of a distance that is zero between identical distributions (KPD's
     unbiased MMD^2) scatters around zero between two simulated samples: its floor is noise, so
@@ -702,31 +742,21 @@ def compare_with_floor(
 
     Every metric is called as ``fn(reference, candidate)`` with all samples cut to the same
     number of jets ``n`` (recorded in each row), so value and floor see equal statistics.
-
-    The floor of one pair (``reference`` vs ``reference2``) is itself one draw of a noisy
-    quantity: for a KL in 30 quantile bins of 8,000 jets, two independent samples of one
-    continuous distribution give 0.0036 +- 0.0010 (29/8000 on average; measured over 400 pairs of
-    normal samples), so a single floor can sit 2x below its mean. ``extra_pairs``: further pairs
-    of independent simulated samples (each of at least ``n`` jets, independent of the first pair
-    too); the floor is then the mean over all pairs and its error the standard error of that mean.
+    ``floors``: :func:`truth_floors` of these references at the same ``n``, computed once for
+    several candidates (else computed here, with ``extra_pairs``).
     """
     n = min(len(generated), len(reference), len(reference2))
-    short = [min(len(a), len(b)) for a, b in extra_pairs if min(len(a), len(b)) < n]
-    if short:
-        raise InputError(
-            f"extra floor pairs of at least {n} jets each", field="extra_pairs", found=short
-        )
-    gen, ref, ref2 = generated.head(n), reference.head(n), reference2.head(n)
-    pairs = [(ref, ref2), *((a.head(n), b.head(n)) for a, b in extra_pairs)]
+    if floors is None:
+        floors = truth_floors(reference, reference2, metrics, n, extra_pairs=extra_pairs)
+    stale = sorted(k for k in metrics if k not in floors or floors[k]["n"] != n)
+    if stale:
+        raise InputError(f"floors of every metric at n = {n} jets", field="floors", found=stale)
+    gen, ref = generated.head(n), reference.head(n)
     rows = []
     for name, fn in metrics.items():
         v, e = _value_error(fn(ref, gen))
-        floors = [_value_error(fn(a, b)) for a, b in pairs]
-        values = [f for f, _ in floors]
-        f, fe = floors[0]
-        if len(values) > 1:
-            f = float(np.mean(values))
-            fe = float(np.std(values, ddof=1) / math.sqrt(len(values)))
+        fl = floors[name]
+        f = fl["floor"]
         # a floor or value <= 0 (an unbiased estimate such as KPD's, of a distance that is zero
         # between identical distributions) has no meaningful ratio: judge the value by its error
         ratio = v / f if f > 0 and v >= 0 and name not in unbiased else math.nan
@@ -736,10 +766,10 @@ def compare_with_floor(
                 "value": v,
                 "error": e,
                 "floor": f,
-                "floor_error": fe,
+                "floor_error": fl["floor_error"],
                 "ratio": ratio,
                 "n": n,
-                "floor_values": values,
+                "floor_values": list(fl["floor_values"]),
             }
         )
     return rows
