@@ -8,8 +8,12 @@ and take the same decisions up to float round-off (the fraction of identical jet
 Untrained weights: speed does not depend on training. Prints one table with the ratio; the
 target (issue 6) is >= 20x at 128 particles.
 
+``--guided-share s`` also times class guidance (cached), with every jet guided against a share
+``s`` of them guided and the rest at weight 0: the contrast class runs only for guided jets, so the
+backbone sees b + g rows per step instead of 2b (top+QCD with guidance on top only: s = 0.5).
+
     python benchmarks/generation_speed.py [--jets 32] [--length 128] [--models 4x128,8x256]
-        [--head-dtypes float32,bfloat16]
+        [--head-dtypes float32,bfloat16] [--guided-share 0.5]
 """
 
 from __future__ import annotations
@@ -68,6 +72,44 @@ def run(
     return time.perf_counter() - t0, out.ids.cpu()
 
 
+def time_guidance(
+    backbone: Backbone, head: TokenHead, vocab: int, n_jets: int, length: int, share: float
+) -> tuple[float, float]:
+    """Seconds for cached class-guided sampling with every jet guided, and with the first
+    ``share`` of the jets guided (the others at weight 0)."""
+    device = next(backbone.parameters()).device
+    classes = torch.nn.Embedding(2, backbone.config.dim).to(device)
+
+    def embed(tokens: torch.Tensor, lab: torch.Tensor | None, offset: int) -> torch.Tensor:
+        assert lab is not None
+        return backbone.embed(None, tokens) + classes(lab.to(tokens.device))[:, None]  # (b, T, D)
+
+    def draw(n: int, n_guided: int, steps: int) -> float:
+        labels = torch.arange(n) % 2  # (B,)
+        weight = (torch.arange(n) < n_guided).float()  # (B,)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            generate_tokens(
+                backbone,
+                head,
+                embed,
+                n_jets=n,
+                start_id=vocab - 2,
+                stop_id=vocab - 1,
+                config=SamplingConfig(max_length=steps, min_length=steps),
+                labels=labels,
+                generator=seeded_generator(0),
+                guidance=weight,
+                guide_labels=1 - labels,
+            )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    draw(4, 4, 8)  # warm-up (allocator, kernels)
+    return draw(n_jets, n_jets, length), draw(n_jets, round(share * n_jets), length)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jets", type=int, default=32, help="jets per batch (one batch per path)")
@@ -80,6 +122,12 @@ def main() -> None:
         "--head-dtypes",
         default="float32",
         help="output-projection dtypes to time, comma-separated (float32,bfloat16)",
+    )
+    ap.add_argument(
+        "--guided-share",
+        type=float,
+        default=None,
+        help="also time class guidance: all jets guided vs this share guided (0.5: top only)",
     )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,6 +156,23 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---|")
     for spec, hd, a, b, r, same in rows:
         print(f"| {spec} | {hd} | {a:.1f} | {b:.2f} | {r:.1f}x | {100 * same:.1f}% |")
+    if args.guided_share is None:
+        return
+    print(
+        f"\n| model | jets/s, class guidance on every jet | on {args.guided_share:.0%} of them "
+        "| speed-up |"
+    )
+    print("|---|---:|---:|---:|")
+    for spec in args.models.split(","):
+        depth, dim = (int(v) for v in spec.lower().split("x"))
+        backbone, head = (m.to(dev) for m in build(depth, dim, vocab))
+        t_all, t_share = time_guidance(
+            backbone, head, vocab, args.jets, args.length, args.guided_share
+        )
+        print(
+            f"| {spec} | {args.jets / t_all:.1f} | {args.jets / t_share:.1f} "
+            f"| {t_all / t_share:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -300,12 +300,40 @@ def test_class_guidance_plumbing(kmeans_tokenizer, factorised) -> None:
     assert not torch.equal(guided.ids, plain.ids)
     for same in (draw(labels, weight), draw(1 - labels, torch.zeros(n))):
         assert torch.equal(same.ids, plain.ids) and torch.equal(same.stopped, plain.stopped)
-    # per-jet weights: the unguided jets (w = 0) are those of the plain draw
+    # per-jet weights: the unguided jets (w = 0) are those of the plain draw, the guided ones
+    # those of the all-guided draw, although the contrast now runs for the guided jets only
     half = torch.where(labels == 1, 1.5, 0.0)
     mixed = draw(1 - labels, half)
     assert torch.equal(mixed.ids[labels == 0], plain.ids[labels == 0])
+    assert torch.equal(mixed.ids[labels == 1], guided.ids[labels == 1])
+    assert torch.equal(mixed.ids, draw(1 - labels, half, use_cache=False).ids)
     with pytest.raises(InputError, match="guidance"):
         task.sample_tokens(n, SamplingConfig(), labels=labels, guidance=weight)
+
+
+def test_guidance_runs_the_contrast_for_guided_jets_only(kmeans_tokenizer, monkeypatch) -> None:
+    """With class guidance on half the jets, each step runs the backbone on b + g rows (own jets,
+    then the guided jets' contrast), not 2b: jets with w = 0 cost no extra work."""
+    task = make_task(kmeans_tokenizer, n_classes=2)
+    n = 16
+    labels = torch.tensor([0, 1] * (n // 2))
+    rows: list[int] = []
+    encode = task.backbone.encode
+
+    def counting(x, *args, **kwargs):
+        rows.append(x.shape[0])
+        return encode(x, *args, **kwargs)
+
+    monkeypatch.setattr(task.backbone, "encode", counting)
+    task.sample_tokens(
+        n,
+        SamplingConfig(max_length=12, min_length=12),  # no jet stops: b = n at every step
+        labels=labels,
+        generator=seeded_generator(0),
+        guide_labels=1 - labels,
+        guidance=torch.where(labels == 1, 2.0, 0.0),
+    )
+    assert rows and set(rows) == {n + n // 2}
 
 
 def test_class_guidance_settings() -> None:
@@ -347,7 +375,7 @@ def test_guide_model_plumbing(kmeans_tokenizer) -> None:
             SamplingConfig(max_length=20, use_cache=use_cache),
             labels=labels,
             generator=seeded_generator(0),
-            guidance=torch.full((n,), w),
+            guidance=torch.full((n,), w) if isinstance(w, float) else w,
             guide_task=guide,
         )
 
@@ -359,6 +387,11 @@ def test_guide_model_plumbing(kmeans_tokenizer) -> None:
     assert not torch.equal(a.ids, plain.ids)
     assert torch.equal(draw(task).ids, plain.ids)  # l + w (l - l) = l
     assert torch.equal(draw(weaker, w=0.0).ids, plain.ids)
+    half = torch.where(labels == 1, 1.0, 0.0)  # only class 1 guided: the guide runs for it only
+    mixed = draw(weaker, w=half)
+    assert torch.equal(mixed.ids[labels == 0], plain.ids[labels == 0])
+    assert torch.equal(mixed.ids[labels == 1], a.ids[labels == 1])
+    assert torch.equal(mixed.ids, draw(weaker, w=half, use_cache=False).ids)
     for other in (make_task(kmeans_tokenizer, n_classes=3), make_task(kmeans_tokenizer)):
         with pytest.raises(InputError, match="guide model"):
             draw(other)
