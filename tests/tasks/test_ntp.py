@@ -881,3 +881,40 @@ def test_factorised_head_trains_and_samples(tmp_path, geometric: bool) -> None:
     assert not unexpected and all(k.startswith("tokenizer.") for k in missing)  # saved apart
     batch = synthetic_batch(B=4, N=6)
     torch.testing.assert_close(task.loss(batch)["loss"], again.loss(batch)["loss"])
+
+
+def test_reflections_mirror_the_physical_angles(tokenizer: GridTokenizer) -> None:
+    """augment_reflections: each jet's physical (deta, dphi) -> (s_eta deta, s_phi dphi), undoing
+    a standardisation with nonzero means; log_pt untouched; the four images equally likely; only
+    in training (validation is the plain loss); refused without the angles' preprocessing."""
+    pre = {"feature_names": ["deta", "dphi", "log_pt"], "mean": [0.05, -0.02, 4.6]}
+    pre["std"] = [0.2, 0.3, 1.0]
+    tok = GridTokenizer(preprocessing=pre)
+    cfg = NTPConfig(backbone=TINY, augment_reflections=True)
+    task = NTPTask(cfg, tokenizer=tok)
+    mean, std = torch.tensor(pre["mean"]), torch.tensor(pre["std"])
+    x = torch.randn(4, 6, 3)  # (B, N, F) standardised
+    signs = torch.tensor([[1, 1], [-1, 1], [1, -1], [-1, -1]])
+    out = task.reflect(x, signs)
+    phys, mirrored = x * std + mean, out * std + mean  # (B, N, F) physical
+    assert torch.allclose(mirrored[..., :2], phys[..., :2] * signs[:, None], atol=1e-6)
+    assert torch.equal(out[..., 2], x[..., 2]) and torch.equal(out[0], x[0])
+    drawn = task.reflect(x.repeat(100, 1, 1), generator=torch.Generator().manual_seed(0))
+    sgn = torch.sign((drawn * std + mean)[:, 0, :2] / (x.repeat(100, 1, 1) * std + mean)[:, 0, :2])
+    combos = torch.bincount(((sgn[:, 0] > 0) * 2 + (sgn[:, 1] > 0)).long(), minlength=4)
+    assert combos.sum() == 400 and int(combos.min()) > 70  # 100 expected each
+    with pytest.raises(InputError, match="signs"):
+        task.reflect(x, signs[:2])
+    # training only: in eval mode the loss is that of the same weights without the option
+    plain = NTPTask(dataclasses.replace(cfg, augment_reflections=False), tokenizer=tok)
+    plain.load_state_dict(task.state_dict())
+    b = synthetic_batch(B=16, N=10)
+    task.eval(), plain.eval()
+    assert torch.equal(task.loss(b)["loss"], plain.loss(b)["loss"])
+    task.train()
+    torch.manual_seed(1)
+    loss = task.loss(b)["loss"]
+    assert torch.isfinite(loss) and not torch.equal(loss, plain.loss(b)["loss"])
+    loss.backward()
+    with pytest.raises(ConfigError, match="augment_reflections"):
+        NTPTask(cfg, tokenizer=GridTokenizer())

@@ -166,6 +166,13 @@ class NTPConfig:
     #: docstring); needs a tokenizer with ``kmeans_residual_codes``. With ``geometric_head`` the
     #: cells' rows are tied to the cell centroids
     factorised_head: bool = False
+    #: data augmentation by a jet's mirror symmetries: in training, each jet's particles are
+    #: mirrored in deta and in dphi, each with probability 1/2 (one of four images per jet). The
+    #: distribution of (deta, dphi) relative to the jet axis is symmetric under both (parity;
+    #: a jet's shape in rapidity does not depend on the sign of its rapidity), and pT, mass,
+    #: multiplicity and the N-subjettiness ratios do not change, so the model sees four times the
+    #: distinct jets without any new simulation. Validation and sampling are untouched
+    augment_reflections: bool = False
 
     def __post_init__(self) -> None:
         if not self.backbone.causal:
@@ -303,6 +310,8 @@ class NTPTask(NTPSampling, Task):
         # both need physical angles (and pT) of the particles: fail now, not at the first batch
         if config.order == "subjets":
             self._require_kinematics("task.order", "order: subjets")
+        if config.augment_reflections:
+            self._require_kinematics("task.augment_reflections", "augment_reflections: true")
         if any(name != "n_particles" for name in config.jet_tokens):
             self._require_kinematics(
                 "task.jet_tokens",
@@ -442,6 +451,29 @@ class NTPTask(NTPSampling, Task):
             pt, deta, dphi = kin[..., 0].exp().float(), kin[..., 1].float(), kin[..., 2].float()
             taus = kt_nsubjettiness(pt, deta, dphi, mask)
             out.update({k: v.double() for k, v in taus.items()})
+        return out
+
+    def reflect(
+        self, x: Tensor, signs: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Mirror images of jets ``x`` (B, N, F) (standardised features): deta -> s_eta deta and
+        dphi -> s_phi dphi with ``signs`` (B, 2) of +-1 (default: drawn at random per jet), in
+        physical units, i.e. x -> s x + (s - 1) mean / std for each angle. Other features, and the
+        padding mask, stay as they are (see ``NTPConfig.augment_reflections``)."""
+        idx, mean, std = self._kinematic_stats
+        B = x.shape[0]
+        if signs is None:
+            dev = x.device if generator is None else generator.device
+            signs = (torch.randint(0, 2, (B, 2), generator=generator, device=dev) * 2 - 1).to(
+                x.device
+            )
+        if tuple(signs.shape) != (B, 2):
+            raise InputError(f"signs of shape ({B}, 2)", field="signs", found=tuple(signs.shape))
+        out = x.clone()
+        for k, col in enumerate(idx[1:]):  # deta, dphi
+            s = signs[:, k, None].to(x.dtype)  # (B, 1)
+            shift = float(mean[k + 1] / std[k + 1])
+            out[..., col] = s * x[..., col] + (s - 1) * shift
         return out
 
     def _require_kinematics(self, field: str, use: str) -> None:
@@ -645,7 +677,10 @@ class NTPTask(NTPSampling, Task):
         n_feat = c.backbone.n_features if c.backbone.input == "hybrid" else None
         check_batch(batch, n_feat)
         J = self.n_jet_tokens
-        seq = self.build_sequences(batch["x"], batch["mask"])
+        x = batch["x"]  # (B, N, F)
+        if self.training and c.augment_reflections:
+            x = self.reflect(x)
+        seq = self.build_sequences(x, batch["mask"])
         if self.training and c.scheduled_sampling > 0:
             seq = self.scheduled_inputs(seq, batch.get("label"), c.scheduled_sampling)
         h = self._embed(seq["inputs"], seq.get("x_in"), batch.get("label"), 0)
