@@ -168,10 +168,12 @@ class NTPConfig:
     factorised_head: bool = False
     #: data augmentation by a jet's mirror symmetries: in training, each jet's particles are
     #: mirrored in deta and in dphi, each with probability 1/2 (one of four images per jet). The
-    #: distribution of (deta, dphi) relative to the jet axis is symmetric under both (parity;
-    #: a jet's shape in rapidity does not depend on the sign of its rapidity), and pT, mass,
-    #: multiplicity and the N-subjettiness ratios do not change, so the model sees four times the
-    #: distinct jets without any new simulation. Validation and sampling are untouched
+    #: model sees (deta, dphi) relative to the jet axis and not the jet's direction, and that
+    #: distribution is symmetric under both mirrors: the two beams are alike (z -> -z takes a jet
+    #: at eta with its particles at deta to one at -eta with -deta) and the strong interaction
+    #: conserves parity (a mirror through the beam axis, dphi -> -dphi). pT, mass, multiplicity
+    #: and the N-subjettiness ratios do not change, so the model sees up to four times the
+    #: distinct jets without new simulation. Validation and sampling are untouched
     augment_reflections: bool = False
 
     def __post_init__(self) -> None:
