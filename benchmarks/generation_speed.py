@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,12 +48,17 @@ def run(
     length: int,
     cache: bool,
     head_dtype: str = "float32",
+    embed: Callable[[torch.Tensor, torch.Tensor | None, int], torch.Tensor] | None = None,
+    **guide: torch.Tensor,
 ) -> tuple[float, torch.Tensor]:
+    """Seconds to sample ``n_jets`` jets of exactly ``length`` particles, and their ids;
+    ``embed`` (default: the tokens alone) and ``guide`` (labels, guidance, guide_labels) go to
+    :func:`generate_tokens`."""
     cfg = SamplingConfig(
         max_length=length, min_length=length, use_cache=cache, head_dtype=head_dtype
     )
 
-    def embed(tokens: torch.Tensor, labels: torch.Tensor | None, offset: int) -> torch.Tensor:
+    def tokens_only(tokens: torch.Tensor, labels: torch.Tensor | None, offset: int) -> torch.Tensor:
         return backbone.embed(None, tokens)
 
     sync = torch.cuda.synchronize if next(backbone.parameters()).is_cuda else None
@@ -60,12 +66,13 @@ def run(
     out = generate_tokens(
         backbone,
         head,
-        embed,
+        embed or tokens_only,
         n_jets=n_jets,
         start_id=vocab - 2,
         stop_id=vocab - 1,
         config=cfg,
         generator=seeded_generator(0),
+        **guide,
     )
     if sync is not None:
         sync()
@@ -77,8 +84,7 @@ def time_guidance(
 ) -> tuple[float, float]:
     """Seconds for cached class-guided sampling with every jet guided, and with the first
     ``share`` of the jets guided (the others at weight 0)."""
-    device = next(backbone.parameters()).device
-    classes = torch.nn.Embedding(2, backbone.config.dim).to(device)
+    classes = torch.nn.Embedding(2, backbone.config.dim).to(next(backbone.parameters()).device)
 
     def embed(tokens: torch.Tensor, lab: torch.Tensor | None, offset: int) -> torch.Tensor:
         assert lab is not None
@@ -87,24 +93,8 @@ def time_guidance(
     def draw(n: int, n_guided: int, steps: int) -> float:
         labels = torch.arange(n) % 2  # (B,)
         weight = (torch.arange(n) < n_guided).float()  # (B,)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            generate_tokens(
-                backbone,
-                head,
-                embed,
-                n_jets=n,
-                start_id=vocab - 2,
-                stop_id=vocab - 1,
-                config=SamplingConfig(max_length=steps, min_length=steps),
-                labels=labels,
-                generator=seeded_generator(0),
-                guidance=weight,
-                guide_labels=1 - labels,
-            )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        guide = {"labels": labels, "guidance": weight, "guide_labels": 1 - labels}
+        return run(backbone, head, vocab, n, steps, True, embed=embed, **guide)[0]
 
     draw(4, 4, 8)  # warm-up (allocator, kernels)
     return draw(n_jets, n_jets, length), draw(n_jets, round(share * n_jets), length)
