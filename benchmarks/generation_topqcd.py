@@ -19,7 +19,8 @@ reassembling it from the prose:
    the mean over five independent pairs (val vs test, then four from train).
 
 A stage that finished leaves a marker (``<workdir>/.<stage>.done``, its commands) and is skipped
-on a rerun, so a rerun resumes; an unfinished stage's output is removed and the stage rerun.
+on a rerun, so a rerun resumes; an unfinished stage's output is removed and the stage rerun. A
+stage that runs takes the markers of every later stage with it (they were built on its output).
 ``--scale`` multiplies the jet counts and, unless ``--step-scale`` is given, the training steps
 (``--scale 0.02`` runs the whole chain in ~15 minutes on 2 cores; its numbers mean nothing);
 ``--model DEPTHxWIDTH`` and ``--batch-size`` change the GPT (the lever issue 6 still
@@ -168,7 +169,8 @@ def main() -> None:
     if unknown:
         ap.error(f"unknown stages {unknown}; expected some of {list(STAGES)}")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    for stage, (output, cmds) in commands(args).items():
+    plan = commands(args)
+    for i, (stage, (output, cmds)) in enumerate(plan.items()):
         if stage not in wanted:
             continue
         done = args.workdir / f".{stage}.done"  # written only after the stage's commands succeed
@@ -185,12 +187,13 @@ def main() -> None:
             print(f"[{stage}] removing the unfinished {output}", flush=True)
             shutil.rmtree(output) if output.is_dir() else output.unlink()
         print(f"[{stage}]", flush=True)
+        for later in list(plan)[i + 1 :]:  # built on this stage's output: they must run again
+            (args.workdir / f".{later}.done").unlink(missing_ok=True)
         for cmd in cmds:
             run(cmd)
         done.write_text(record, encoding="utf-8")
-    table = args.workdir / "eval" / "metrics.md"
-    if table.exists():
-        print(f"the metric table: {table}")
+    if (args.workdir / ".evaluate.done").exists():
+        print(f"the metric table: {args.workdir / 'eval' / 'metrics.md'}")
 
 
 if __name__ == "__main__":
