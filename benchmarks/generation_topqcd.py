@@ -18,7 +18,7 @@ reassembling it from the prose:
 6. ``evaluate``: ``jetfm evaluate-generation`` against the 8,000 test jets, with the truth floor
    the mean over five independent pairs (val vs test, then four from train).
 
-A stage that finished leaves a marker (``<workdir>/.<stage>.done``, its commands) and is skipped
+A stage that finished leaves a marker (``<workdir>/.<stage>.done``, its command) and is skipped
 on a rerun, so a rerun resumes; an unfinished stage's output is removed and the stage rerun. A
 stage that runs takes the markers of every later stage with it (they were built on its output).
 ``--scale`` multiplies the jet counts and, unless ``--step-scale`` is given, the training steps
@@ -46,8 +46,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("reference", "training", "tokenizer", "q", "r", "s", "sample", "evaluate")
 # runs Q, R and S: (store, steps, learning rate, seed) at --scale 1
-TRAINING = {"q": ("reference", 5000, "1.0e-3", 0), "r": ("training", 6000, "5.0e-4", 1)}
-TRAINING["s"] = ("training", 4000, "3.0e-4", 2)
+TRAINING = {
+    "q": ("reference", 5000, "1.0e-3", 0),
+    "r": ("training", 6000, "5.0e-4", 1),
+    "s": ("training", 4000, "3.0e-4", 2),
+}
 
 
 def jetfm() -> str:
@@ -60,38 +63,33 @@ def jetfm() -> str:
 
 
 def run(cmd: list[str]) -> None:
-    """Run one stage's command from the repository root (configs/ are read from there)."""
+    """Run a stage's command from the repository root (configs/ are read from there)."""
     print("+ " + shlex.join(cmd), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
     print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
-def commands(args: argparse.Namespace) -> dict[str, tuple[Path, list[list[str]]]]:
-    """Each stage's output (removed before the stage reruns) and its commands."""
+def commands(args: argparse.Namespace) -> dict[str, tuple[Path, list[str]]]:
+    """Each stage's output (removed before the stage reruns) and its command."""
     w, s, exe = args.workdir.resolve(), args.scale, jetfm()
     ref, train_store, tok = w / "topqcd80k", w / "topqcd240k", w / "tok2level"
     n_eval = max(16, round(8000 * s))
     depth, dim = (int(v) for v in args.model.lower().split("x"))
     stores = {"reference": ref, "training": train_store}
-    out: dict[str, tuple[Path, list[list[str]]]] = {}
+    out: dict[str, tuple[Path, list[str]]] = {}
     sim = [exe, "simulate", "--classes", "QCD,Tbqq", "-j", str(args.workers), "-q"]
-    out["reference"] = (
-        ref,
-        [[*sim, "-n", str(round(40000 * s)), "--seed", "777", "-o", str(ref)]],
-    )
+    out["reference"] = (ref, [*sim, "-n", str(round(40000 * s)), "--seed", "777", "-o", str(ref)])
     splits = ["-s", "train_fraction=0.96", "-s", "val_fraction=0.02", "-s", "test_fraction=0.02"]
     out["training"] = (
         train_store,
-        [[*sim, "-n", str(round(120000 * s)), "--seed", "2613", "-o", str(train_store), *splits]],
+        [*sim, "-n", str(round(120000 * s)), "--seed", "2613", "-o", str(train_store), *splits],
     )
     out["tokenizer"] = (
         tok,
         [
-            [
-                *(exe, "tokenizer", "train", "--store", str(ref), "-o", str(tok)),
-                *("-c", "configs/tokenizer_gen_two_level.yaml", "--max-particles", "64"),
-            ]
+            *(exe, "tokenizer", "train", "--store", str(ref), "-o", str(tok)),
+            *("-c", "configs/tokenizer_gen_two_level.yaml", "--max-particles", "64"),
         ],
     )
     previous = None
@@ -115,30 +113,26 @@ def commands(args: argparse.Namespace) -> dict[str, tuple[Path, list[list[str]]]
         ]
         if previous is not None:
             cmd.append(f"init_from={previous}")
-        out[name] = (folder, [cmd])
+        out[name] = (folder, cmd)
         previous = folder
     generated = w / "generated"
     out["sample"] = (
         generated,
         [
-            [
-                *(exe, "sample", "-c", "configs/sample.yaml", f"checkpoint={previous}"),
-                *(f"n_jets={n_eval}", "max_length=64", f"output={generated}"),
-                *(f"jet_condition_from={train_store}", "consistent=true", "bin_tolerance=1"),
-                *("max_redraws=30", "temperature=0.95", "residual_temperature=0.7"),
-                *("guidance={Tbqq: 0.5}", f"device={args.device}", "seed=0"),
-            ]
+            *(exe, "sample", "-c", "configs/sample.yaml", f"checkpoint={previous}"),
+            *(f"n_jets={n_eval}", "max_length=64", f"output={generated}"),
+            *(f"jet_condition_from={train_store}", "consistent=true", "bin_tolerance=1"),
+            *("max_redraws=30", "temperature=0.95", "residual_temperature=0.7"),
+            *("guidance={Tbqq: 0.5}", f"device={args.device}", "seed=0"),
         ],
     )
     out["evaluate"] = (
         w / "eval",
         [
-            [
-                *(exe, "evaluate-generation", "-c", "configs/sample_eval.yaml"),
-                *(f"generated={generated}", f"reference={ref}", "reference2_split=val"),
-                *(f"n_jets={n_eval}", "floor_pairs=5", "floor_split=train"),
-                *(f"out_dir={w / 'eval'}", f"plots={str(args.plots).lower()}"),
-            ]
+            *(exe, "evaluate-generation", "-c", "configs/sample_eval.yaml"),
+            *(f"generated={generated}", f"reference={ref}", "reference2_split=val"),
+            *(f"n_jets={n_eval}", "floor_pairs=5", "floor_split=train"),
+            *(f"out_dir={w / 'eval'}", f"plots={str(args.plots).lower()}"),
         ],
     )
     return out
@@ -170,15 +164,15 @@ def main() -> None:
         ap.error(f"unknown stages {unknown}; expected some of {list(STAGES)}")
     args.workdir.mkdir(parents=True, exist_ok=True)
     plan = commands(args)
-    for i, (stage, (output, cmds)) in enumerate(plan.items()):
+    for i, (stage, (output, cmd)) in enumerate(plan.items()):
         if stage not in wanted:
             continue
-        done = args.workdir / f".{stage}.done"  # written only after the stage's commands succeed
-        record = " ;\n".join(shlex.join(c) for c in cmds) + "\n"
+        done = args.workdir / f".{stage}.done"  # written only after the stage's command succeeds
+        record = shlex.join(cmd) + "\n"
         if done.exists():
             if done.read_text(encoding="utf-8") != record:
                 sys.exit(
-                    f"generation_topqcd.py: {done} records other commands for stage {stage!r} "
+                    f"generation_topqcd.py: {done} records another command for stage {stage!r} "
                     "(other settings); use another --workdir, or delete the marker to redo it"
                 )
             print(f"[{stage}] done before: skipped ({output})", flush=True)
@@ -189,8 +183,7 @@ def main() -> None:
         print(f"[{stage}]", flush=True)
         for later in list(plan)[i + 1 :]:  # built on this stage's output: they must run again
             (args.workdir / f".{later}.done").unlink(missing_ok=True)
-        for cmd in cmds:
-            run(cmd)
+        run(cmd)
         done.write_text(record, encoding="utf-8")
     if (args.workdir / ".evaluate.done").exists():
         print(f"the metric table: {args.workdir / 'eval' / 'metrics.md'}")
